@@ -1,0 +1,220 @@
+"""The U-Net (Ronneberger, Fischer & Brox, MICCAI 2015): encoder -> bottleneck -> decoder -> head.
+
+The constructor's keyword arguments are the model's whole configuration: `model.config`
+returns them and `UNet(**config)` rebuilds the same network, which is how checkpoints
+store a model without pickling code.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from unetkit.nn.blocks import (
+    NORMS,
+    PADDINGS,
+    UP_MODES,
+    Bottleneck,
+    CropBack,
+    DecoderBlock,
+    EncoderBlock,
+    PadToMultiple,
+    UNetError,
+)
+
+
+class UNet(nn.Module):
+    """U-Net for 2-D semantic segmentation; returns logits of shape (N, num_classes, H', W').
+
+    With `padding="same"` (default) H', W' equal the input's H, W for any size: the input
+    is zero-padded to a multiple of 2**depth inside the model and the logits cropped back.
+    With `padding="valid"` every 3x3 convolution is unpadded and the skips are centre-cropped,
+    as in the paper: 572x572 in gives 388x388 out; see `output_size` and `input_size_for`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        depth: int = 4,
+        base_channels: int = 64,
+        up_mode: str = "transpose",
+        norm: str | None = "batch",
+        dropout: float = 0.0,
+        padding: str = "same",
+    ) -> None:
+        super().__init__()
+        _check_options(in_channels, num_classes, depth, base_channels, up_mode, norm, dropout, padding)
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.depth = depth
+        self.base_channels = base_channels
+        self.up_mode = up_mode
+        self.norm = norm
+        self.dropout = dropout
+        self.padding = padding
+
+        widths = [base_channels * 2**level for level in range(depth + 1)]
+        self.pad = PadToMultiple(2**depth) if padding == "same" else nn.Identity()
+        self.encoder = nn.ModuleList(
+            EncoderBlock(
+                in_channels if level == 0 else widths[level - 1],
+                widths[level],
+                norm,
+                padding,
+                dropout if level == depth - 1 else 0.0,
+            )
+            for level in range(depth)
+        )
+        self.bottleneck = Bottleneck(widths[depth - 1], widths[depth], norm, padding, dropout)
+        # decoder[0] is the deepest level, so that forward walks it in order.
+        self.decoder = nn.ModuleList(
+            DecoderBlock(widths[level + 1], widths[level], widths[level], up_mode, norm, padding)
+            for level in reversed(range(depth))
+        )
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        self.crop = CropBack()
+        self.reset_parameters()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor's keyword arguments: `UNet(**model.config)` is the same network."""
+        return {
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "depth": self.depth,
+            "base_channels": self.base_channels,
+            "up_mode": self.up_mode,
+            "norm": self.norm,
+            "dropout": self.dropout,
+            "padding": self.padding,
+        }
+
+    def reset_parameters(self) -> None:
+        """He (Kaiming) initialisation: std = sqrt(2 / inputs per output), as the paper asks;
+        the 1x1 head, which feeds no ReLU, gets std = sqrt(1 / inputs)."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                kh, kw = module.kernel_size
+                if isinstance(module, nn.ConvTranspose2d):
+                    sh, sw = module.stride
+                    fan_in = module.in_channels * math.ceil(kh / sh) * math.ceil(kw / sw)
+                else:
+                    fan_in = module.in_channels // module.groups * kh * kw
+                gain = 1.0 if module is self.head else 2.0
+                nn.init.normal_(module.weight, 0.0, math.sqrt(gain / fan_in))
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        if self.padding == "valid":
+            self.output_size((int(height), int(width)))  # raises a one-line error if impossible
+        x = self.pad(x)
+        skips = []
+        for level in self.encoder:
+            x, skip = level(x)
+            skips.append(skip)
+        x = self.bottleneck(x)
+        for level, skip in zip(self.decoder, reversed(skips)):
+            x = level(x, skip)
+        x = self.head(x)
+        if self.padding == "same":
+            x = self.crop(x, height, width)
+        return x
+
+    # --- sizes ---------------------------------------------------------------------------
+
+    def output_size(self, input_size: int | tuple[int, int]) -> tuple[int, int]:
+        """Height and width of the logits for an input of `input_size` (int = square)."""
+        h, w = _pair(input_size)
+        if self.padding == "same":
+            return h, w
+        out = (_valid_output(h, self.depth), _valid_output(w, self.depth))
+        for size, result in zip((h, w), out):
+            if result is None:
+                below, above = self.nearest_valid_sizes(size)
+                raise UNetError(
+                    f"input size {size} does not fit padding='valid' with depth={self.depth}: "
+                    f"use {below} or {above} (giving {_valid_output(below, self.depth) if below else 'nothing'}"
+                    f" or {_valid_output(above, self.depth)}), or padding='same' for any size."
+                )
+        return out  # type: ignore[return-value]
+
+    def input_size_for(self, output_size: int | tuple[int, int]) -> tuple[int, int]:
+        """The smallest input whose logits cover `output_size` (equal to it in 'same' mode)."""
+        h, w = _pair(output_size)
+        if self.padding == "same":
+            return h, w
+        return _smallest_input_for(h, self.depth), _smallest_input_for(w, self.depth)
+
+    def nearest_valid_sizes(self, size: int) -> tuple[int | None, int]:
+        """The valid input sizes just below (None if none) and at-or-above `size`."""
+        below = next((n for n in range(size - 1, 0, -1) if _valid_output(n, self.depth)), None)
+        above = next(n for n in range(size, size + 2 ** (self.depth + 3)) if _valid_output(n, self.depth))
+        return below, above
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+def _valid_output(n: int, depth: int) -> int | None:
+    """Follow one side length through the unpadded network; None where a step fails
+    (a map shrinks to nothing, or an odd size meets a 2x2 max-pool)."""
+    for _ in range(depth):
+        n -= 4
+        if n <= 0 or n % 2:
+            return None
+        n //= 2
+    n -= 4
+    if n <= 0:
+        return None
+    for _ in range(depth):
+        n = 2 * n - 4
+        if n <= 0:
+            return None
+    return n
+
+
+def _smallest_input_for(wanted: int, depth: int) -> int:
+    n = 1
+    while (_valid_output(n, depth) or 0) < wanted:
+        n += 1
+    return n
+
+
+def _check_options(
+    in_channels: int,
+    num_classes: int,
+    depth: int,
+    base_channels: int,
+    up_mode: str,
+    norm: str | None,
+    dropout: float,
+    padding: str,
+) -> None:
+    for name, value in (
+        ("in_channels", in_channels),
+        ("num_classes", num_classes),
+        ("depth", depth),
+        ("base_channels", base_channels),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise UNetError(f"{name}={value!r} must be a whole number of at least 1.")
+    if base_channels < 2:
+        raise UNetError(f"base_channels={base_channels} must be at least 2 (the decoder halves it).")
+    if up_mode not in UP_MODES:
+        raise UNetError(f"up_mode={up_mode!r} is not known: use 'transpose', 'nearest' or 'bilinear'.")
+    if norm not in NORMS:
+        raise UNetError(f"norm={norm!r} is not known: use 'batch', 'instance', 'group' or None.")
+    if padding not in PADDINGS:
+        raise UNetError(f"padding={padding!r} is not known: use 'same' (any size) or 'valid' (the paper's).")
+    if not 0.0 <= dropout < 1.0:
+        raise UNetError(f"dropout={dropout} must be a rate in [0, 1).")
