@@ -1,8 +1,25 @@
-"""unetkit: U-Net semantic segmentation for microscopy, medical, satellite and road-scene images."""
+"""unetkit: U-Net semantic segmentation for microscopy, medical, satellite and road-scene images.
+
+The public API: `UNet` (the network), `train(config) -> Run`, `evaluate(model, data) -> dict`,
+`load(path) -> (model, meta)`, and `decode` / `probabilities` for logits.
+"""
 
 from unetkit.errors import UnetkitError
 from unetkit.nn import UNet, decode, probabilities, summarize
+from unetkit.train import TrainConfig, load, train
+from unetkit.train.evaluate import evaluate
 
 __version__ = "0.1.0"
 
-__all__ = ["UNet", "UnetkitError", "__version__", "decode", "probabilities", "summarize"]
+__all__ = [
+    "TrainConfig",
+    "UNet",
+    "UnetkitError",
+    "__version__",
+    "decode",
+    "evaluate",
+    "load",
+    "probabilities",
+    "summarize",
+    "train",
+]

@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"unetkit {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_train(commands)
     _add_explain(commands)
     return parser
 
@@ -144,6 +145,83 @@ def _meta_device():
     import torch
 
     return torch.device("meta")
+
+
+# --- train and evaluate ----------------------------------------------------------------------
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train a U-Net on a data set folder",
+        description="Every setting is a field of TrainConfig and a flag of the same name "
+        "(--patch_size or --patch-size). Flags override --config run.yaml.",
+    )
+    train.add_argument("--config", dest="config_file", help="YAML file of settings (field: value)")
+    _add_config_flags(train)
+    train.set_defaults(run=_run_train)
+
+    evaluate = commands.add_parser("evaluate", help="score a trained model on a split of a data set")
+    evaluate.add_argument("--model", required=True, help="RUN_DIR/best (or any model folder)")
+    evaluate.add_argument("--data", required=True, help="the data set folder")
+    evaluate.add_argument("--split", default="val", choices=["train", "val", "test"])
+    evaluate.add_argument("--out", help="where to write summary.json etc. (default: RUN_DIR/eval)")
+    evaluate.add_argument("--threshold", type=float, help="binary/multilabel threshold (default: the model's)")
+    evaluate.add_argument("--rand-objects", "--rand_objects", dest="rand_objects", default="auto",
+                          choices=["auto", "foreground", "background"],
+                          help="regions the adapted Rand error compares (auto: background for membrane-like classes)")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--json", action="store_true", help="print summary.json instead of the table")
+    evaluate.set_defaults(run=_run_evaluate)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, named as the field; unset flags stay out of the namespace."""
+    from dataclasses import fields
+
+    from unetkit.train.config import TrainConfig, field_type
+
+    for f in fields(TrainConfig):
+        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        base, optional, is_list = field_type(f)
+        default_text = "none" if f.default is None else f.default
+        if base is bool and not optional:
+            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=f"(default {default_text})")
+        else:
+            parser.add_argument(*names, dest=f.name, default=argparse.SUPPRESS, metavar=base.__name__.upper(),
+                                nargs="+" if is_list else None, help=f"(default {default_text})")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from unetkit.train import TrainConfig, train
+    from unetkit.train.config import load_yaml
+
+    values = load_yaml(args.config_file) if args.config_file else {}
+    flags = {k: v for k, v in vars(args).items() if k not in ("run", "config_file")}
+    config = TrainConfig.from_dict({**values, **flags}, source="flags" if flags else "the config")
+    run = train(config)
+    best = "none" if run.best_metric is None else f"{run.best_metric:.4f} at epoch {run.best_epoch}"
+    print(f"done ({run.stopped}): best validation Dice {best}; model in {run.best}, resume state in {run.last}")
+    return 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from unetkit.train.checkpoint import resolve_folder
+    from unetkit.train.evaluate import evaluate, format_table
+
+    folder = resolve_folder(args.model)
+    out = Path(args.out) if args.out else folder.parent / "eval"
+    summary = evaluate(folder, args.data, split=args.split, out=out, threshold=args.threshold,
+                       rand_objects=args.rand_objects, device=args.device)
+    if args.json:
+        print_json({k: v for k, v in summary.items() if k != "per_image"})
+    else:
+        print(format_table(summary))
+        print(f"wrote {out / 'summary.json'}, {out / 'per_image.csv'}")
+    return 0
 
 
 __all__ = ["main", "build_parser", "UnetkitError"]

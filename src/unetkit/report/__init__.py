@@ -1,0 +1,1 @@
+"""Plots, overlays and the HTML report of a run."""

@@ -1,0 +1,558 @@
+"""The training engine: one explicit loop, every setting from TrainConfig, nothing to subclass.
+
+Reproducibility is designed in rather than hoped for: the sampler's order is a function of
+(seed, epoch), each sample's augmentation of (seed, epoch, index), and the only other random
+draws (dropout, the DataLoader's worker seed) come from torch's global generator, whose state
+is saved at the end of every epoch with the weights, optimizer, scheduler and scaler. So a run
+killed at any moment and resumed from RUN_DIR/last retraces exactly the epochs it lost.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Sampler
+
+from unetkit.errors import UnetkitError
+from unetkit.nn import UNet, decode
+from unetkit.train.checkpoint import atomic_write_bytes, load_resume_state, save_model
+from unetkit.train.config import TrainConfig
+from unetkit.train.device import autocast, default_workers, eval_mode, pick_device, pick_precision
+from unetkit.train.losses import DEFAULT_LOSS, SegmentationLoss, unet_weight_map
+from unetkit.train.metrics import ConfusionCounter, scores
+
+METRICS_FILE = "metrics.csv"
+COLUMNS = [
+    "epoch", "step", "train_loss", "val_loss", "val_dice", "val_iou", "val_pixel_accuracy",
+    "lr", "seconds", "images_per_s",
+]
+
+
+@dataclass
+class Run:
+    """What a training run leaves behind, for the API user and the CLI summary."""
+
+    out: Path
+    best_metric: float | None
+    best_epoch: int | None
+    epochs_done: int
+    stopped: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def best(self) -> Path:
+        return self.out / "best"
+
+    @property
+    def last(self) -> Path:
+        return self.out / "last"
+
+
+def train(config: TrainConfig | dict[str, Any] | None = None, **overrides: Any) -> Run:
+    """Train a U-Net as `config` says (a TrainConfig, or a dict of its fields, plus overrides)."""
+    if config is None or isinstance(config, dict):
+        config = TrainConfig.from_dict({**(config or {}), **overrides})
+    elif overrides:
+        config = TrainConfig.from_dict({**config.to_dict(), **overrides})
+    config.validate()
+    return Trainer(config).fit()
+
+
+class EpochSampler(Sampler[int]):
+    """Indices for one epoch, a function of (seed, epoch) only; sharded by rank under DDP.
+    `length` may exceed the data set (several shuffled passes) or fall short of it."""
+
+    def __init__(self, size: int, length: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.size, self.length, self.seed, self.rank, self.world = size, length, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        passes = math.ceil(self.length / self.size)
+        order = torch.cat([torch.randperm(self.size, generator=generator) for _ in range(passes)])[: self.length]
+        return iter(order[self.rank :: self.world].tolist())
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world))
+
+
+class _WithBorderWeights(torch.utils.data.Dataset):
+    """Adds the U-Net paper's per-pixel weight map to each (augmented) training sample."""
+
+    def __init__(self, dataset: Any, w0: float, sigma: float, ignore_index: int | None) -> None:
+        self.dataset, self.w0, self.sigma, self.ignore_index = dataset, w0, sigma, ignore_index
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.dataset[index]
+        weights = unet_weight_map(item["mask"].numpy(), self.w0, self.sigma, self.ignore_index)
+        item["weight"] = torch.from_numpy(weights)
+        return item
+
+
+class Trainer:
+    """Holds the pieces of one run; `fit` is the loop."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.out = Path(config.out) if config.out else None
+        self.rank, self.world = _distributed_setup()
+        self.is_main = self.rank == 0
+
+    # --- set-up ------------------------------------------------------------------------
+
+    def _prepare_out(self) -> None:
+        c = self.config
+        if not c.data:
+            raise UnetkitError("--data is missing: give the data set folder (with images/ and masks/).")
+        if self.out is None:
+            raise UnetkitError("--out is missing: give a folder for the run (checkpoints, metrics, report).")
+        holds_run = (self.out / "config.yaml").exists() or (self.out / "last").exists()
+        if c.resume and not holds_run:
+            raise UnetkitError(f"{self.out}: holds no run to resume; drop --resume to start a new one.")
+        if holds_run and not c.resume:
+            if not c.overwrite:
+                raise UnetkitError(
+                    f"{self.out}: already holds a run; pass --resume to continue it or --overwrite to replace it."
+                )
+            if self.is_main:
+                for name in ("best", "last", "best.old", "last.old", "eval", METRICS_FILE, "progress.png",
+                             "config.yaml", "report.html"):
+                    target = self.out / name
+                    shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+        if self.is_main:
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+                probe = self.out / ".write-test"
+                probe.write_text("ok")
+                probe.unlink()
+            except OSError:
+                raise UnetkitError(f"{self.out}: cannot write there; choose another --out or fix its permissions.") from None
+
+    def _build(self) -> None:
+        from unetkit.data import SegmentationDataset, inspect_dataset
+        from unetkit.data.transforms import build_augmentation
+
+        c = self.config
+        self.device = pick_device(c.device)
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.device)
+        self.precision = pick_precision(c.precision, self.device)
+        _seed_everything(c.seed)
+
+        self.spec, self.splits = inspect_dataset(
+            c.data, val_fraction=c.val_fraction, seed=c.seed, task=c.task, include_alpha=c.include_alpha
+        )
+        if not self.splits.get("train"):
+            raise UnetkitError(f"{c.data}: the training split is empty; add images or check splits/train.txt.")
+        spec = self.spec
+        if c.class_weights is not None and len(c.class_weights) != spec.num_outputs:
+            raise UnetkitError(
+                f"--class_weights has {len(c.class_weights)} values but the data has {spec.num_outputs} "
+                f"output classes ({', '.join(cl['name'] for cl in spec.classes)}): give one weight each."
+            )
+        if c.border_weights and spec.task != "binary":
+            raise UnetkitError("--border_weights is for binary tasks (touching objects vs background).")
+        patch = (c.patch_size, c.patch_size)
+        augmentation = build_augmentation(patch, level=c.augment, ignore_index=spec.ignore_index)
+        train_set = SegmentationDataset(
+            c.data, self.splits["train"], spec, transform=augmentation, patch_size=patch, cache=c.cache, seed=c.seed
+        )
+        if c.border_weights:
+            train_set = _WithBorderWeights(train_set, c.border_w0, c.border_sigma, spec.ignore_index)
+        self.train_set = train_set
+        val_stems = self.splits.get("val") or []
+        self.val_set = SegmentationDataset(c.data, val_stems[self.rank :: self.world], spec, cache=c.cache)
+
+        if c.batch_size % self.world:
+            raise UnetkitError(f"--batch_size {c.batch_size} must be a multiple of the {self.world} processes.")
+        self.steps_per_epoch = c.steps_per_epoch or max(1, len(train_set) // c.batch_size)
+        self.sampler = EpochSampler(len(train_set), self.steps_per_epoch * c.batch_size, c.seed, self.rank, self.world)
+        workers = default_workers() if c.workers is None else c.workers
+        self.train_loader = DataLoader(
+            train_set,
+            batch_size=c.batch_size // self.world,
+            sampler=self.sampler,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=True,
+            persistent_workers=workers > 0,
+        )
+        self.val_loader = DataLoader(self.val_set, batch_size=1, num_workers=min(workers, 1))
+
+        self.model = UNet(in_channels=spec.in_channels, num_classes=spec.num_outputs, **c.model_options())
+        if c.norm == "batch" and self.world > 1:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.model.to(self.device)
+        if c.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.loss = SegmentationLoss(
+            c.loss or DEFAULT_LOSS[spec.task],
+            spec.task,
+            ignore_index=spec.ignore_index,
+            class_weights=c.class_weights,
+            label_smoothing=c.label_smoothing,
+            focal_gamma=c.focal_gamma,
+        ).to(self.device)
+        params = self.model.parameters()
+        if c.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(
+                params, lr=c.learning_rate, momentum=c.momentum, nesterov=True, weight_decay=c.weight_decay
+            )
+        total = c.epochs * self.steps_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(c.schedule, c.warmup_steps, total))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.network: torch.nn.Module = self.model
+        if self.world > 1:
+            self.network = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        if c.compile:
+            self.network = torch.compile(self.network)
+
+    def _meta(self, epoch: int, metrics: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "task": self.spec.task,
+            "threshold": self.config.threshold,
+            "data": self.spec.to_dict(),
+            "train": {
+                "patch_size": self.config.patch_size,
+                "seed": self.config.seed,
+                "val_fraction": self.config.val_fraction,
+                "epoch": epoch,
+            },
+            "metrics": metrics,
+        }
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def fit(self) -> Run:
+        c = self.config
+        self._prepare_out()
+        self._build()
+        start_epoch, best, best_epoch, history, stale = 0, None, None, [], 0
+        if c.resume:
+            start_epoch, best, best_epoch, history, stale = self._restore()
+        elif self.is_main:
+            c.write_yaml(self.out / "config.yaml")
+        self._say(
+            f"training a U-Net ({self.spec.task}, {self.spec.in_channels} band(s) -> {self.spec.num_outputs} "
+            f"output(s)) on {len(self.splits['train'])} images, validating on {len(self.splits.get('val') or [])}; "
+            f"{self.device.type} {self.precision}, {self.steps_per_epoch} steps/epoch x {c.epochs} epochs"
+            + (f", resuming after epoch {start_epoch}" if c.resume else "")
+        )
+        started = time.monotonic()
+        stopped = "completed"
+        epoch = start_epoch
+        for epoch in range(start_epoch, c.epochs):
+            train_loss, images, seconds, out_of_time = self._train_epoch(epoch, started)
+            row: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "step": (epoch + 1) * self.steps_per_epoch,
+                "train_loss": train_loss,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "seconds": round(seconds, 3),
+                "images_per_s": round(images / max(seconds, 1e-9), 3),
+            }
+            metrics = None
+            if (epoch + 1) % c.val_every == 0 or epoch + 1 == c.epochs or out_of_time:
+                metrics = self.validate()
+                row.update(
+                    val_loss=metrics["loss"], val_dice=metrics["headline"], val_iou=metrics["mean_iou_fg"],
+                    val_pixel_accuracy=metrics["pixel_accuracy"],
+                )
+            history.append(row)
+            improved = metrics is not None and metrics["headline"] is not None and (
+                best is None or metrics["headline"] > best
+            )
+            if improved:
+                best, best_epoch, stale = metrics["headline"], epoch + 1, 0
+            elif metrics is not None:
+                stale += 1
+            if self.is_main:
+                self._write_history(history)
+                meta = self._meta(epoch + 1, metrics)
+                if improved:
+                    save_model(self.out / "best", self.model, meta)
+                resume = self._resume_state(epoch + 1, best, best_epoch, stale)
+                save_model(self.out / "last", self.model, meta, resume_state=resume)
+            self._say(_epoch_line(row, c.epochs, improved))
+            if out_of_time:
+                stopped = f"time limit ({c.max_minutes} min)"
+                break
+            if c.early_stopping and stale >= c.early_stopping:
+                stopped = f"early stopping ({stale} validations without improvement)"
+                break
+        if self.world > 1:
+            dist.barrier()
+        return Run(self.out, best, best_epoch, epoch + 1 if history else start_epoch, stopped, history)
+
+    def _train_epoch(self, epoch: int, started: float) -> tuple[float, int, float, bool]:
+        c = self.config
+        self.network.train()
+        self.sampler.set_epoch(epoch)
+        self.train_set.set_epoch(epoch)
+        t0 = time.monotonic()
+        total_loss, images, out_of_time = 0.0, 0, False
+        bar = _progress(len(self.train_loader), f"epoch {epoch + 1}/{c.epochs}", c.progress and self.is_main)
+        for batch in self.train_loader:
+            x = batch["image"].to(self.device, non_blocking=True)
+            if c.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = batch["mask"].to(self.device, non_blocking=True)
+            weights = batch.get("weight")
+            if weights is not None:
+                weights = weights.to(self.device)
+            try:
+                with autocast(self.device, self.precision):
+                    logits = self.network(x)
+                loss = self.loss(logits, y, weights)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+            except torch.OutOfMemoryError:
+                raise UnetkitError(
+                    f"out of memory at --batch_size {c.batch_size} and --patch_size {c.patch_size}: lower one of them."
+                ) from None
+            if not torch.isfinite(loss):
+                raise UnetkitError(
+                    f"the loss became {loss.item()} at epoch {epoch + 1}: lower --lr (now {c.learning_rate}) "
+                    "or set --grad_clip."
+                )
+            if c.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            total_loss += loss.item() * x.shape[0]
+            images += x.shape[0]
+            if bar is not None:
+                elapsed = time.monotonic() - t0
+                bar.set_postfix(loss=f"{total_loss / images:.4f}", img_s=f"{images * self.world / elapsed:.1f}")
+                bar.update(1)
+            if c.max_minutes and time.monotonic() - started > c.max_minutes * 60:
+                out_of_time = True
+                break
+        if bar is not None:
+            bar.close()
+        sums = torch.tensor([total_loss, float(images)], dtype=torch.float64)
+        if self.world > 1:
+            dist.all_reduce(sums)
+        return float(sums[0] / sums[1].clamp_min(1)), int(sums[1]), time.monotonic() - t0, out_of_time
+
+    def validate(self) -> dict[str, Any]:
+        """Loss and confusion counts over the whole validation split, then scores."""
+        spec = self.spec
+        counter = ConfusionCounter(spec.task, _score_classes(spec), spec.ignore_index)
+        loss_sum, count = 0.0, 0
+        with eval_mode(self.network):
+            for batch in self.val_loader:
+                x = batch["image"].to(self.device)
+                if self.config.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = batch["mask"].to(self.device)
+                with autocast(self.device, self.precision):
+                    logits = self.model(x)
+                logits = logits.float()
+                loss_sum += self.loss(logits, y).item()
+                count += 1
+                counter.update(decode(logits, spec.task, self.config.threshold).cpu(), y.cpu())
+        sums = torch.tensor([loss_sum, float(count)], dtype=torch.float64)
+        if self.world > 1:
+            dist.all_reduce(sums)
+        result = scores(counter.matrix(), _class_names(spec), spec.task)
+        result["loss"] = float(sums[0] / sums[1]) if sums[1] else None
+        return result
+
+    # --- state ------------------------------------------------------------------------------
+
+    def _resume_state(self, epoch: int, best: float | None, best_epoch: int | None, stale: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "best": best,
+            "best_epoch": best_epoch,
+            "stale": stale,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng_torch": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "rng_numpy": _numpy_state_to_tensor(np.random.get_state()),
+            "rng_python": _python_state_to_list(random.getstate()),
+        }
+
+    def _restore(self) -> tuple[int, float | None, int | None, list[dict[str, Any]], int]:
+        from unetkit.train.checkpoint import load, resolve_folder
+
+        folder = resolve_folder(self.out / "last")
+        state = load_resume_state(folder)
+        model, _ = load(folder)
+        self.model.load_state_dict(model.state_dict())
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+        except (KeyError, ValueError, RuntimeError):
+            raise UnetkitError(
+                f"{folder}: the resume state does not match this run's settings; resume with the same "
+                "config.yaml or start again with --overwrite."
+            ) from None
+        torch.set_rng_state(state["rng_torch"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        np.random.set_state(_numpy_state_from_tensor(state["rng_numpy"]))
+        random.setstate(_python_state_from_list(state["rng_python"]))
+        epoch = int(state["epoch"])
+        history = [row for row in _read_history(self.out / METRICS_FILE) if int(row["epoch"]) <= epoch]
+        if epoch >= self.config.epochs:
+            self._say(f"{self.out}: already trained for {epoch} epochs; raise --epochs to train further.")
+        return epoch, state["best"], state["best_epoch"], history, int(state["stale"])
+
+    def _write_history(self, history: list[dict[str, Any]]) -> None:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: _csv_value(row.get(k)) for k in COLUMNS})
+        atomic_write_bytes(self.out / METRICS_FILE, text.getvalue().encode())
+        from unetkit.report.plots import plot_progress
+
+        plot_progress(history, self.out / "progress.png")
+
+    def _say(self, text: str) -> None:
+        if self.is_main:
+            print(text, flush=True)
+
+
+def _distributed_setup() -> tuple[int, int]:
+    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _schedule(kind: str, warmup: int, total: int):
+    """Learning-rate factor per step: linear warm-up, then poly (1 - t)^0.9, cosine or flat."""
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        t = min(1.0, (step - warmup) / max(1, total - warmup))
+        if kind == "poly":
+            return (1 - t) ** 0.9
+        if kind == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * t))
+        return 1.0
+
+    return factor
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _score_classes(spec: Any) -> int:
+    return spec.num_outputs if spec.task == "multilabel" else len(spec.classes)
+
+
+def _class_names(spec: Any) -> list[str]:
+    return [c["name"] for c in spec.classes]
+
+
+def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
+    parts = [f"epoch {row['epoch']}/{epochs}", f"train loss {row['train_loss']:.4f}"]
+    if row.get("val_loss") is not None:
+        parts.append(f"val loss {row['val_loss']:.4f}")
+    if row.get("val_dice") is not None:
+        parts.append(f"val dice {row['val_dice']:.4f}")
+    if row.get("val_iou") is not None:
+        parts.append(f"iou {row['val_iou']:.4f}")
+    parts += [f"lr {row['lr']:.2e}", f"{row['seconds']:.1f} s", f"{row['images_per_s']:.1f} img/s"]
+    return "  ".join(parts) + ("  * best" if improved else "")
+
+
+def _progress(total: int, description: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="") as handle:
+        for raw in csv.DictReader(handle):
+            rows.append({k: _parse_number(v) for k, v in raw.items()})
+    return rows
+
+
+def _parse_number(text: str) -> Any:
+    if text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _numpy_state_to_tensor(state: tuple) -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = state
+    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _numpy_state_from_tensor(state: dict[str, Any]) -> tuple:
+    keys = state["keys"].numpy().astype(np.uint32)
+    return (state["kind"], keys, state["pos"], state["has_gauss"], state["cached"])
+
+
+def _python_state_to_list(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _python_state_from_list(state: list) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
