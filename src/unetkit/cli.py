@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_train(commands)
     _add_explain(commands)
+    _add_data(commands)
     return parser
 
 
@@ -124,6 +125,66 @@ def _add_explain(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--json", action="store_true", help="print JSON instead of the table")
     model.set_defaults(run=_run_explain_model)
 
+    transpose = topics.add_parser(
+        "transpose",
+        help="a transposed convolution: each input value stamps the scaled kernel on the output",
+        description="Matrices are written row by row: \"1 2; 3 4\". The convention decides the output size "
+        "and crop: keras (default) or torch.",
+    )
+    transpose.add_argument("--input", default="1 2; 3 4", help="input matrix (default \"%(default)s\")")
+    transpose.add_argument("--kernel", default="1 2; 3 4", help="kernel matrix (default \"%(default)s\")")
+    transpose.add_argument("--stride", type=int, default=2, help="stride (default %(default)s)")
+    transpose.add_argument("--padding", default="valid", help="valid, same or a number of pixels (default %(default)s)")
+    transpose.add_argument("--output-padding", type=int, default=None, help="extra rows/columns at the end")
+    transpose.add_argument(
+        "--convention", choices=["keras", "torch"], default=None,
+        help="output size and crop: keras (the default) or torch",
+    )
+    transpose.add_argument("--bias", type=float, default=0.0, help="added to every output (default 0)")
+    transpose.add_argument("--json", action="store_true", help="print JSON instead of text")
+    transpose.set_defaults(run=_run_explain_transpose)
+
+    upsample = topics.add_parser(
+        "upsample", help="parameter-free up-sampling: rows repeated (or interpolated), then columns"
+    )
+    upsample.add_argument("--input", default="1 2; 3 4", help="input matrix (default \"%(default)s\")")
+    upsample.add_argument("--scale", type=int, default=2, help="scale factor (default %(default)s)")
+    upsample.add_argument("--mode", choices=["nearest", "bilinear"], default="nearest", help="default nearest")
+    upsample.add_argument("--json", action="store_true", help="print JSON instead of text")
+    upsample.set_defaults(run=_run_explain_upsample)
+
+    conv = topics.add_parser("conv", help="an ordinary convolution: each output reads one window of the input")
+    conv.add_argument("--input", default="1 2 3 4; 5 6 7 8; 9 10 11 12; 13 14 15 16", help="input matrix")
+    conv.add_argument("--kernel", default="0 1 2; 2 2 0; 0 1 2", help="kernel matrix (default \"%(default)s\")")
+    conv.add_argument("--stride", type=int, default=1, help="stride (default %(default)s)")
+    conv.add_argument("--padding", default="0", help="valid, same or a number of pixels (default %(default)s)")
+    conv.add_argument("--bias", type=float, default=0.0, help="added to every output (default 0)")
+    conv.add_argument("--json", action="store_true", help="print JSON instead of text")
+    conv.set_defaults(run=_run_explain_conv)
+
+    soft = topics.add_parser("softmax", help="logits -> class probabilities, the arg-max, the loss gradient p - y")
+    soft.add_argument(
+        "--logits", default="2.1 -0.5 -1.2 0.3 -0.8",
+        help="class scores (default \"%(default)s\"); write --logits=\"-1 2\" when the first is negative",
+    )
+    soft.add_argument("--target", type=int, default=None, help="true class: adds the cross-entropy and p - y")
+    soft.add_argument("--json", action="store_true", help="print JSON instead of text")
+    soft.set_defaults(run=_run_explain_softmax)
+
+    backward = topics.add_parser(
+        "backward",
+        help="the gradient through a small U-Net: shapes, the split at every skip, what skips do",
+        description="A seeded depth-2 U-Net (8x8x1 -> 4 -> 8 -> 16 channels -> 8x8x2) on a synthetic cell image.",
+    )
+    backward.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default 0)")
+    backward.add_argument("--up-mode", default="transpose", choices=["transpose", "nearest", "bilinear"])
+    backward.add_argument(
+        "--norm", default=None, type=norm_choice, choices=["batch", None], help="none (default) or batch"
+    )
+    backward.add_argument("--pixel", default="4,4", help="the pixel whose loss is shown, ROW,COL (default 4,4)")
+    backward.add_argument("--json", action="store_true", help="print JSON instead of text")
+    backward.set_defaults(run=_run_explain_backward)
+
 
 def _run_explain_model(args: argparse.Namespace) -> int:
     from unetkit.nn import UNet, summarize
@@ -137,6 +198,52 @@ def _run_explain_model(args: argparse.Namespace) -> int:
         print_json(summary.to_dict())
     else:
         print(summary.to_text())
+    return 0
+
+
+def _run_explain_transpose(args: argparse.Namespace) -> int:
+    from unetkit.reference.explain import explain_transpose
+
+    return _run_explain_print(args, explain_transpose(
+        args.input, args.kernel, stride=args.stride, padding=args.padding,
+        output_padding=args.output_padding, convention=args.convention, bias=args.bias,
+    ))
+
+
+def _run_explain_upsample(args: argparse.Namespace) -> int:
+    from unetkit.reference.explain import explain_upsample
+
+    return _run_explain_print(args, explain_upsample(args.input, scale=args.scale, mode=args.mode))
+
+
+def _run_explain_conv(args: argparse.Namespace) -> int:
+    from unetkit.reference.explain import explain_conv
+
+    return _run_explain_print(args, explain_conv(
+        args.input, args.kernel, stride=args.stride, padding=args.padding, bias=args.bias
+    ))
+
+
+def _run_explain_softmax(args: argparse.Namespace) -> int:
+    from unetkit.reference.explain import explain_softmax
+
+    return _run_explain_print(args, explain_softmax(args.logits, target=args.target))
+
+
+def _run_explain_backward(args: argparse.Namespace) -> int:
+    from unetkit.reference.explain import explain_backward, parse_pixel
+
+    return _run_explain_print(args, explain_backward(
+        seed=args.seed, up_mode=args.up_mode, norm=args.norm, pixel=parse_pixel(args.pixel)
+    ))
+
+
+def _run_explain_print(args: argparse.Namespace, explanation) -> int:
+    """Print an `explain` topic from reference/: its JSON with --json, else its text."""
+    if args.json:
+        print_json(explanation.to_dict())
+    else:
+        print(explanation.to_text())
     return 0
 
 
@@ -201,6 +308,8 @@ def _run_train(args: argparse.Namespace) -> int:
     flags = {k: v for k, v in vars(args).items() if k not in ("run", "config_file")}
     config = TrainConfig.from_dict({**values, **flags}, source="flags" if flags else "the config")
     run = train(config)
+    if not run.is_main:
+        return 0
     best = "none" if run.best_metric is None else f"{run.best_metric:.4f} at epoch {run.best_epoch}"
     print(f"done ({run.stopped}): best validation Dice {best}; model in {run.best}, resume state in {run.last}")
     return 0
@@ -221,6 +330,84 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     else:
         print(format_table(summary))
         print(f"wrote {out / 'summary.json'}, {out / 'per_image.csv'}")
+    return 0
+
+
+# --- data --------------------------------------------------------------------------------
+
+
+def _add_data(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="check a data set, or convert a public one to the standard layout")
+    topics = data.add_subparsers(title="data commands", metavar="COMMAND")
+
+    check = topics.add_parser(
+        "check",
+        help="summarise a data set and list every problem that would corrupt training",
+        description="DIR holds images/ and masks/ (paired by file name), optionally classes.json and "
+        "splits/{train,val,test}.txt. Exit status 1 when a problem would corrupt training.",
+    )
+    check.add_argument("dir", metavar="DIR", help="the data set folder")
+    check.add_argument("--val-fraction", type=float, default=0.2,
+                       help="validation share when there is no splits/val.txt (default %(default)s)")
+    check.add_argument("--seed", type=int, default=0, help="seed of the validation draw (default %(default)s)")
+    check.add_argument("--task", choices=["binary", "multiclass", "multilabel"], default=None,
+                       help="override the task inferred from the masks")
+    check.add_argument("--include-alpha", action="store_true", help="keep the alpha band of RGBA images")
+    check.add_argument("--json", action="store_true", help="print JSON instead of the summary")
+    check.set_defaults(run=_run_data_check)
+
+    from unetkit.data.sources import SOURCES
+
+    prepare = topics.add_parser(
+        "prepare",
+        help="convert a downloaded public data set to images/ + masks/ (nothing is downloaded)",
+        description="Sources: " + "; ".join(f"{name}: {source.where}" for name, source in SOURCES.items()),
+    )
+    prepare.add_argument("name", metavar="NAME", choices=sorted(SOURCES), help=", ".join(sorted(SOURCES)))
+    prepare.add_argument("--src", default=None, help="the folder the downloaded data set was unpacked in")
+    prepare.add_argument("--out", required=True, help="the new data set folder (must not exist or be empty)")
+    prepare.set_defaults(run=_run_data_prepare)
+
+    synth = topics.add_parser(
+        "synth",
+        help="write a generated data set (cells, scenes, multispectral) for demos and tests",
+        description="cells: 1-band microscopy, touching cells split by thin gaps (binary); scenes: RGB road "
+        "scenes, 5 classes; multispectral: 10-band TIFFs, 5 land-cover classes. Same seed, same files.",
+    )
+    synth.add_argument("name", metavar="NAME", choices=["cells", "scenes", "multispectral"],
+                       help="cells, scenes or multispectral")
+    synth.add_argument("--count", type=int, default=200, help="image/mask pairs (default %(default)s)")
+    synth.add_argument("--size", type=int, default=128, help="image side in pixels (default %(default)s)")
+    synth.add_argument("--out", required=True, help="the new data set folder (must not exist or be empty)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    synth.set_defaults(run=_run_data_synth)
+
+
+def _run_data_check(args: argparse.Namespace) -> int:
+    from unetkit.data.check import check_dataset
+
+    report = check_dataset(args.dir, val_fraction=args.val_fraction, seed=args.seed, task=args.task,
+                           include_alpha=args.include_alpha)
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print(report.to_text())
+    return 0 if report.ok else 1
+
+
+def _run_data_prepare(args: argparse.Namespace) -> int:
+    from unetkit.data.sources import prepare
+
+    result = prepare(args.name, args.src, args.out)
+    print(result.to_text())
+    return 0
+
+
+def _run_data_synth(args: argparse.Namespace) -> int:
+    from unetkit.data.synth import write_dataset
+
+    summary = write_dataset(args.name, args.out, count=args.count, size=args.size, seed=args.seed)
+    print(summary.to_text())
     return 0
 
 

@@ -36,10 +36,9 @@ from unetkit.train.losses import DEFAULT_LOSS, SegmentationLoss, unet_weight_map
 from unetkit.train.metrics import ConfusionCounter, scores
 
 METRICS_FILE = "metrics.csv"
-COLUMNS = [
-    "epoch", "step", "train_loss", "val_loss", "val_dice", "val_iou", "val_pixel_accuracy",
-    "lr", "seconds", "images_per_s",
-]
+TIMING_FILE = "timing.csv"  # kept apart so that metrics.csv is identical for the same seed
+COLUMNS = ["epoch", "step", "train_loss", "val_loss", "val_dice", "val_iou", "val_pixel_accuracy", "lr"]
+TIMING_COLUMNS = ["epoch", "seconds", "images_per_s"]
 
 
 @dataclass
@@ -52,6 +51,7 @@ class Run:
     epochs_done: int
     stopped: str
     history: list[dict[str, Any]] = field(default_factory=list)
+    is_main: bool = True  # False on the other processes of a distributed run
 
     @property
     def best(self) -> Path:
@@ -138,7 +138,7 @@ class Trainer:
                     f"{self.out}: already holds a run; pass --resume to continue it or --overwrite to replace it."
                 )
             if self.is_main:
-                for name in ("best", "last", "best.old", "last.old", "eval", METRICS_FILE, "progress.png",
+                for name in ("best", "last", "best.old", "last.old", "eval", METRICS_FILE, TIMING_FILE, "progress.png",
                              "config.yaml", "report.html"):
                     target = self.out / name
                     shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
@@ -204,7 +204,9 @@ class Trainer:
         self.val_loader = DataLoader(self.val_set, batch_size=1, num_workers=min(workers, 1))
 
         self.model = UNet(in_channels=spec.in_channels, num_classes=spec.num_outputs, **c.model_options())
-        if c.norm == "batch" and self.world > 1:
+        if c.norm == "batch" and self.world > 1 and self.device.type == "cuda":
+            # batch statistics over the global batch; on the CPU (gloo) torch has no SyncBatchNorm,
+            # so each process normalises with its own share of the batch.
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
         if c.channels_last:
@@ -310,7 +312,7 @@ class Trainer:
                 break
         if self.world > 1:
             dist.barrier()
-        return Run(self.out, best, best_epoch, epoch + 1 if history else start_epoch, stopped, history)
+        return Run(self.out, best, best_epoch, epoch + 1 if history else start_epoch, stopped, history, self.is_main)
 
     def _train_epoch(self, epoch: int, started: float) -> tuple[float, int, float, bool]:
         c = self.config
@@ -428,18 +430,24 @@ class Trainer:
         np.random.set_state(_numpy_state_from_tensor(state["rng_numpy"]))
         random.setstate(_python_state_from_list(state["rng_python"]))
         epoch = int(state["epoch"])
-        history = [row for row in _read_history(self.out / METRICS_FILE) if int(row["epoch"]) <= epoch]
+        timing = {row["epoch"]: row for row in _read_history(self.out / TIMING_FILE)}
+        history = [
+            {**row, **timing.get(row["epoch"], {})}
+            for row in _read_history(self.out / METRICS_FILE)
+            if int(row["epoch"]) <= epoch
+        ]
         if epoch >= self.config.epochs:
             self._say(f"{self.out}: already trained for {epoch} epochs; raise --epochs to train further.")
         return epoch, state["best"], state["best_epoch"], history, int(state["stale"])
 
     def _write_history(self, history: list[dict[str, Any]]) -> None:
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: _csv_value(row.get(k)) for k in COLUMNS})
-        atomic_write_bytes(self.out / METRICS_FILE, text.getvalue().encode())
+        for name, columns in ((METRICS_FILE, COLUMNS), (TIMING_FILE, TIMING_COLUMNS)):
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+            writer.writeheader()
+            for row in history:
+                writer.writerow({k: _csv_value(row.get(k)) for k in columns})
+            atomic_write_bytes(self.out / name, text.getvalue().encode())
         from unetkit.report.plots import plot_progress
 
         plot_progress(history, self.out / "progress.png")
