@@ -281,6 +281,19 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--json", action="store_true", help="print summary.json instead of the table")
     evaluate.set_defaults(run=_run_evaluate)
 
+    report = commands.add_parser("report", help="write RUN_DIR/report.html: curves, scores, worst samples")
+    report.add_argument("run_dir", help="the --out folder of `unetkit train`")
+    report.add_argument("--data", help="the data set (default: the one the run was trained on)")
+    report.add_argument("--samples", type=int, default=12, help="validation samples to show, worst first")
+    report.set_defaults(run=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from unetkit.report.html import build_report
+
+    print(f"wrote {build_report(args.run_dir, data=args.data, samples=args.samples)}")
+    return 0
+
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, named as the field; unset flags stay out of the namespace."""

@@ -28,6 +28,8 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 RESUME_FILE = "resume.pt"
 FORMAT = "unetkit-model/1"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: mkstemp makes 0600 files, outputs should get the usual mode
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -40,6 +42,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -115,8 +115,12 @@ class _WithBorderWeights(torch.utils.data.Dataset):
 class Trainer:
     """Holds the pieces of one run; `fit` is the loop."""
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, model_factory: Any = None) -> None:
+        """`model_factory(in_channels, num_outputs) -> nn.Module` swaps in another network
+        (benchmarks compare peers in this same loop); such a run writes metrics and curves
+        but no model folders, which hold unetkit UNets only."""
         self.config = config
+        self.model_factory = model_factory
         self.out = Path(config.out) if config.out else None
         self.rank, self.world = _distributed_setup()
         self.is_main = self.rank == 0
@@ -203,7 +207,10 @@ class Trainer:
         )
         self.val_loader = DataLoader(self.val_set, batch_size=1, num_workers=min(workers, 1))
 
-        self.model = UNet(in_channels=spec.in_channels, num_classes=spec.num_outputs, **c.model_options())
+        if self.model_factory is None:
+            self.model = UNet(in_channels=spec.in_channels, num_classes=spec.num_outputs, **c.model_options())
+        else:
+            self.model = self.model_factory(spec.in_channels, spec.num_outputs)
         if c.norm == "batch" and self.world > 1 and self.device.type == "cuda":
             # batch statistics over the global batch; on the CPU (gloo) torch has no SyncBatchNorm,
             # so each process normalises with its own share of the batch.
@@ -298,6 +305,7 @@ class Trainer:
                 stale += 1
             if self.is_main:
                 self._write_history(history)
+            if self.is_main and self.model_factory is None:
                 meta = self._meta(epoch + 1, metrics)
                 if improved:
                     save_model(self.out / "best", self.model, meta)
