@@ -8,10 +8,11 @@ every class the CLI treats this way.
 from __future__ import annotations
 
 from unetkit.nn.blocks import UNetError
+from unetkit.reference.ops import ReferenceInputError
 
 
 class UnetkitError(Exception):
     """A problem the user can fix; str(error) is the whole message."""
 
 
-USER_ERRORS: tuple[type[Exception], ...] = (UnetkitError, UNetError)
+USER_ERRORS: tuple[type[Exception], ...] = (UnetkitError, UNetError, ReferenceInputError)
