@@ -1,0 +1,524 @@
+"""Read and write images and masks: the only place that knows file formats.
+
+Images come back as (H, W, C) arrays in their native dtype (C >= 1); masks as (H, W)
+class ids or (L, H, W) multi-label stacks. The HWC <-> CHW conversion of the package
+happens here too (`to_chw`, `to_hwc`), so the rest of the code never guesses an axis order.
+Every writer is atomic (temp file in the same folder, then `os.replace`): an interrupted
+run never leaves half a file behind. Problems a user can fix raise `UnetkitError` with one
+sentence naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
+
+from unetkit.errors import UnetkitError
+
+if TYPE_CHECKING:
+    from unetkit.data.spec import DataSpec
+
+PNG = frozenset({".png"})
+JPEG = frozenset({".jpg", ".jpeg"})
+BMP = frozenset({".bmp"})
+TIFF = frozenset({".tif", ".tiff"})
+IMAGE_EXTENSIONS = PNG | JPEG | BMP | TIFF
+WRITABLE_DTYPES = (np.uint8, np.uint16, np.float32)
+
+Palette = Sequence[tuple[int, int, int]]
+
+
+class UnreadableFile(UnetkitError):
+    """A file that cannot be decoded; `reason` is the sentence without the path."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"cannot read {path}: {reason}")
+
+
+# --- axis order ----------------------------------------------------------------------------
+
+
+def to_chw(image: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, C) -> (C, H, W), contiguous: the package's tensor layout."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    return np.ascontiguousarray(np.moveaxis(image, -1, 0))
+
+
+def to_hwc(array: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> (H, W, C), contiguous: the on-disk layout."""
+    return np.ascontiguousarray(np.moveaxis(array, 0, -1))
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success it replaces `path`, on failure it vanishes."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{path.suffix}", dir=path.parent)
+    except OSError as error:
+        raise UnetkitError(
+            f"cannot write {path}: {error.strerror or error}; choose a folder you can write to"
+        ) from None
+    os.close(handle)
+    temp = Path(name)
+    try:
+        yield temp
+        os.replace(temp, path)
+    except OSError as error:
+        raise UnetkitError(f"cannot write {path}: {error.strerror or error}; check the disk and permissions") from None
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """Write an (H, W) or (H, W, C) image; the extension picks the format.
+
+    PNG holds 1, 3 or 4 bands of uint8 or uint16; JPEG 1 or 3 bands of uint8 (lossy);
+    BMP 1 or 3 bands of uint8; TIFF any band count of uint8, uint16 or float32 (bands
+    interleaved, one page). Any other combination is refused rather than silently changed.
+    """
+    path = Path(path)
+    image = np.asarray(image)
+    if image.ndim not in (2, 3) or image.size == 0:
+        raise UnetkitError(f"cannot write {path}: an image is (H, W) or (H, W, C), got shape {image.shape}")
+    if image.dtype not in WRITABLE_DTYPES:
+        raise UnetkitError(f"cannot write {path}: images are uint8, uint16 or float32, got {image.dtype}; convert first")
+    bands = 1 if image.ndim == 2 else image.shape[2]
+    ext = path.suffix.lower()
+    if ext in TIFF:
+        _write_tiff(path, image)
+        return
+    allowed = {".png": ({1, 3, 4}, {np.uint8, np.uint16}), ".jpg": ({1, 3}, {np.uint8}),
+               ".jpeg": ({1, 3}, {np.uint8}), ".bmp": ({1, 3}, {np.uint8})}
+    if ext not in allowed:
+        raise UnetkitError(f"cannot write {path}: unknown image extension; use .png, .jpg, .bmp or .tif")
+    band_counts, dtypes = allowed[ext]
+    if bands not in band_counts or image.dtype.type not in dtypes:
+        raise UnetkitError(
+            f"cannot write {path}: {ext} cannot hold {bands} band(s) of {image.dtype}; use .tif"
+        )
+    image = image[:, :, 0] if image.ndim == 3 and bands == 1 else image
+    if ext == ".png" and image.dtype == np.uint16 and image.ndim == 3:
+        _write_png16_color(path, image)
+        return
+    pil_format = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}[ext]
+    options = {"quality": 95} if pil_format == "JPEG" else {}
+    with atomic_path(path) as temp:
+        Image.fromarray(image).save(temp, format=pil_format, **options)
+
+
+def write_mask(path: str | Path, mask: np.ndarray, palette: Palette | None = None) -> None:
+    """Write class ids (H, W) or a multi-label stack (L, H, W) losslessly.
+
+    (H, W) ids up to 255 go to PNG mode "P" with `palette` (index = class id; mode "L"
+    without one); ids up to 65535 to a 16-bit PNG; a .tif path takes any integer ids.
+    (L, H, W) 0/1 labels go to a multi-page TIFF, one page per label.
+    """
+    path = Path(path)
+    mask = np.asarray(mask)
+    if mask.dtype == bool:
+        mask = mask.astype(np.uint8)
+    if not np.issubdtype(mask.dtype, np.integer):
+        raise UnetkitError(f"cannot write {path}: a mask holds integer class ids, got {mask.dtype}")
+    ext = path.suffix.lower()
+    if mask.ndim == 3:
+        if ext not in TIFF:
+            raise UnetkitError(f"cannot write {path}: a multi-label mask is a multi-page TIFF; use .tif")
+        _write_pages(path, _smallest_uint(mask, path))
+        return
+    if mask.ndim != 2 or mask.size == 0:
+        raise UnetkitError(f"cannot write {path}: a mask is (H, W) or (L, H, W), got shape {mask.shape}")
+    if ext in TIFF:
+        with atomic_path(path) as temp:
+            tifffile.imwrite(temp, _smallest_uint(mask, path), compression="zlib")
+        return
+    if ext != ".png":
+        raise UnetkitError(f"cannot write {path}: masks must be lossless; use .png or .tif")
+    mask = _smallest_uint(mask, path)
+    if mask.dtype == np.uint8:
+        picture = Image.fromarray(mask) if palette is None else _with_palette(mask, palette)
+    elif mask.dtype == np.uint16:
+        picture = Image.fromarray(mask)
+    else:
+        raise UnetkitError(f"cannot write {path}: ids above 65535 do not fit a PNG; use .tif")
+    with atomic_path(path) as temp:
+        picture.save(temp, format="PNG")
+
+
+def _with_palette(mask: np.ndarray, palette: Palette) -> Image.Image:
+    picture = Image.frombytes("P", (mask.shape[1], mask.shape[0]), np.ascontiguousarray(mask).tobytes())
+    flat = [int(v) for colour in palette[:256] for v in colour]
+    picture.putpalette(flat + [0] * (768 - len(flat)))
+    return picture
+
+
+def _smallest_uint(mask: np.ndarray, path: Path) -> np.ndarray:
+    if mask.size and int(mask.min()) < 0:
+        raise UnetkitError(f"cannot write {path}: class ids must be >= 0, found {int(mask.min())}")
+    top = int(mask.max()) if mask.size else 0
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(dtype).max:
+            return mask.astype(dtype, copy=False)
+    raise UnetkitError(f"cannot write {path}: class id {top} is too large")
+
+
+def _write_tiff(path: Path, image: np.ndarray) -> None:
+    bands = 1 if image.ndim == 2 else image.shape[2]
+    image = image.reshape(image.shape[:2]) if bands == 1 else image
+    if bands == 3 and image.dtype != np.float32:
+        options = {"photometric": "rgb"}
+    elif image.ndim == 3:
+        options = {"photometric": "minisblack", "planarconfig": "contig"}
+    else:
+        options = {"photometric": "minisblack"}
+    with atomic_path(path) as temp:
+        tifffile.imwrite(temp, image, compression="zlib", **options)
+
+
+def _write_pages(path: Path, stack: np.ndarray) -> None:
+    with atomic_path(path) as temp:
+        tifffile.imwrite(temp, stack, photometric="minisblack", compression="zlib")
+
+
+def _write_png16_color(path: Path, image: np.ndarray) -> None:
+    """Pillow cannot write 16-bit RGB(A); OpenCV can (it stores BGR order, hence the swap)."""
+    import cv2
+
+    order = [2, 1, 0] if image.shape[2] == 3 else [2, 1, 0, 3]
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image[:, :, order]))
+    if not ok:
+        raise UnetkitError(f"cannot write {path}: the PNG encoder failed; use .tif")
+    with atomic_path(path) as temp:
+        temp.write_bytes(encoded.tobytes())
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def read_image(path: str | Path, *, include_alpha: bool = False) -> np.ndarray:
+    """Read any supported image as (H, W, C), native dtype; RGBA's alpha dropped unless asked.
+
+    Grayscale stays one band. Multi-band TIFF (bands interleaved, planar, or one page per
+    band) comes back with the bands last. Alpha is only dropped where the file says it is
+    alpha (PNG/BMP RGBA, TIFF extra samples): a 4-band multispectral TIFF keeps 4 bands.
+    """
+    path = Path(path)
+    _require_file(path)
+    if path.suffix.lower() in TIFF:
+        image, has_alpha = _guard(path, lambda: _read_tiff_image(path))
+    else:
+        image, has_alpha = _guard(path, lambda: _read_pillow_image(path))
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if has_alpha and not include_alpha:
+        image = image[:, :, :-1]
+    if image.dtype == bool:
+        image = image.astype(np.uint8)
+    elif image.dtype in (np.float16, np.float64):
+        image = image.astype(np.float32)
+    elif not (np.issubdtype(image.dtype, np.integer) or image.dtype == np.float32):
+        raise UnreadableFile(path, f"pixel type {image.dtype} is not supported; save it as uint8, uint16 or float32")
+    if image.ndim != 3 or min(image.shape) < 1:
+        raise UnreadableFile(path, f"expected an (H, W[, C]) image, got shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def read_mask_raw(path: str | Path, labels: Sequence[str] | None = None) -> tuple[np.ndarray, str]:
+    """Read a mask file or per-label folder as stored, and say what kind it is.
+
+    Returns (array, kind): kind "ids" for (H, W) single-channel values (palette PNGs by
+    index), "rgb" for (H, W, 3) colour-coded masks, "multilabel" for (L, H, W) stacks from
+    a multi-page TIFF or a folder of one binary image per label (`labels` gives the order
+    by file stem; a label without a file is all zeros).
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _read_label_folder(path, labels), "multilabel"
+    _require_file(path)
+    if path.suffix.lower() in TIFF:
+        return _guard(path, lambda: _read_tiff_mask(path))
+    array = _guard(path, lambda: _read_pillow_mask(path))
+    return array, ("ids" if array.ndim == 2 else "rgb")
+
+
+def read_mask(path: str | Path, spec: DataSpec) -> np.ndarray:
+    """A mask as training targets under `spec`: (H, W) class indices or (L, H, W) 0/1 labels."""
+    from unetkit.data.spec import decode_mask
+
+    path = Path(path)
+    raw, kind = read_mask_raw(path, labels=spec.class_names if path.is_dir() else None)
+    return decode_mask(spec, raw[:, :, :3] if kind == "rgb" else raw, kind, path)
+
+
+def label_files(folder: Path) -> dict[str, Path]:
+    """The per-label files of a multi-label mask folder, by label name (file stem)."""
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            and not p.name.startswith(".")}
+
+
+def _read_label_folder(folder: Path, labels: Sequence[str] | None) -> np.ndarray:
+    files = label_files(folder)
+    if not files:
+        raise UnreadableFile(folder, "a multi-label mask folder needs one image per label; it has none")
+    names = list(labels) if labels is not None else sorted(files)
+    layers: list[np.ndarray | None] = []
+    for name in names:
+        if name not in files:
+            layers.append(None)
+            continue
+        array, kind = read_mask_raw(files[name])
+        if kind == "rgb" and _is_gray(array):
+            array = array[:, :, 0]
+        elif kind != "ids":
+            raise UnreadableFile(files[name], "a label image must be single-channel 0/1 or 0/255")
+        layers.append(array)
+    shape = next((a.shape for a in layers if a is not None), None)
+    if shape is None:
+        raise UnreadableFile(folder, f"none of the labels {names} has a file in it")
+    for name, layer in zip(names, layers):
+        if layer is not None and layer.shape != shape:
+            raise UnreadableFile(files[name], f"its size {layer.shape} differs from the other labels' {shape}")
+    dtype = np.result_type(*[a.dtype for a in layers if a is not None])
+    return np.stack([np.zeros(shape, dtype) if a is None else a.astype(dtype) for a in layers])
+
+
+def _is_gray(rgb: np.ndarray) -> bool:
+    return bool(np.array_equal(rgb[:, :, 0], rgb[:, :, 1]) and np.array_equal(rgb[:, :, 0], rgb[:, :, 2]))
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) colours -> (H, W) int64 keys r<<16 | g<<8 | b, for colour-map look-ups."""
+    rgb = rgb[..., :3].astype(np.int64)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def read_geo_profile(path: str | Path) -> dict | None:
+    """The GeoTIFF georeferencing (rasterio profile) of `path`, or None.
+
+    None when rasterio (the `[geo]` extra) is not installed, the file is not a TIFF, or it
+    has no coordinate reference system. Kept so predictions can be written back in place.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in TIFF:
+        return None
+    try:
+        import rasterio
+        from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+    except ImportError:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as source:
+                if source.crs is None and source.transform.is_identity:
+                    return None
+                return dict(source.profile)
+    except RasterioIOError as error:
+        raise UnreadableFile(path, f"{error}; check the file is a valid GeoTIFF") from None
+
+
+def write_geo_mask(path: str | Path, mask: np.ndarray, profile: dict) -> None:
+    """Write a (H, W) mask or (C, H, W) stack as a GeoTIFF with the source's georeferencing."""
+    try:
+        import rasterio
+    except ImportError:
+        raise UnetkitError(
+            f"cannot write {path} georeferenced: install the geo extra (pip install 'unetkit[geo]')"
+        ) from None
+    stack = mask[None] if mask.ndim == 2 else mask
+    profile = {**profile, "count": stack.shape[0], "dtype": stack.dtype.name, "driver": "GTiff",
+               "height": stack.shape[1], "width": stack.shape[2]}
+    for key in ("photometric", "nodata", "blockxsize", "blockysize", "tiled", "interleave"):
+        profile.pop(key, None)  # describe the source's pixels, not the mask's
+    with atomic_path(Path(path)) as temp, rasterio.open(temp, "w", **profile) as sink:
+        sink.write(stack)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) of an image or mask from its header only, without decoding the pixels."""
+    path = Path(path)
+    _require_file(path)
+    if path.suffix.lower() in TIFF:
+        def size() -> tuple[int, int]:
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages.first
+                return int(page.imagelength), int(page.imagewidth)
+        return _guard(path, size)
+
+    def pil_size() -> tuple[int, int]:
+        with Image.open(path) as picture:
+            return picture.height, picture.width
+    return _guard(path, pil_size)
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise UnreadableFile(path, "it does not exist; check the path")
+    if not path.is_file():
+        raise UnreadableFile(path, "it is not a file; point to an image file")
+    if path.stat().st_size == 0:
+        raise UnreadableFile(path, "the file is empty (0 bytes); re-export or remove it")
+
+
+def _guard(path: Path, read: Callable):
+    """Turn a library's failure to decode into one sentence naming the file."""
+    try:
+        return read()
+    except UnetkitError:
+        raise
+    except UnidentifiedImageError:
+        kind = path.suffix.lower().lstrip(".").upper() or "image"
+        raise UnreadableFile(
+            path, f"not a valid {kind} file (another format, or cut short); re-export or remove it"
+        ) from None
+    except tifffile.TiffFileError as error:
+        raise UnreadableFile(path, f"not a valid TIFF file ({_short(error)}); re-export or remove it") from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, MemoryError) as error:
+        raise UnreadableFile(
+            path, f"the file is damaged or truncated ({_short(error)}); re-export or remove it"
+        ) from None
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text[:120]
+
+
+def _read_pillow_image(path: Path) -> tuple[np.ndarray, bool]:
+    with Image.open(path) as picture:
+        picture.load()
+        mode = picture.mode
+        if picture.format == "PNG" and mode in ("RGB", "RGBA") and _png_bit_depth(path) == 16:
+            return _read_png16_color(path), mode == "RGBA"
+        if mode == "P":
+            has_alpha = "transparency" in picture.info
+            picture = picture.convert("RGBA" if has_alpha else "RGB")
+            mode = picture.mode
+        elif mode == "PA":
+            picture, mode = picture.convert("RGBA"), "RGBA"
+        elif mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
+            picture = picture.convert("L" if mode == "1" else "RGB")
+        array = np.array(picture)
+        if mode == "I" and picture.format == "PNG":
+            array = array.astype(np.uint16)  # a 16-bit PNG Pillow opened as 32-bit
+    return array, mode in ("RGBA", "LA", "La", "RGBa")
+
+
+def _png_bit_depth(path: Path) -> int:
+    """The IHDR bit depth (byte 24); Pillow reads 16-bit colour PNGs as 8-bit, losing data."""
+    with open(path, "rb") as handle:
+        header = handle.read(25)
+    return header[24] if len(header) == 25 and header[:8] == b"\x89PNG\r\n\x1a\n" else 8
+
+
+def _read_png16_color(path: Path) -> np.ndarray:
+    import cv2
+
+    array = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise OSError("OpenCV could not decode it")
+    order = [2, 1, 0] if array.shape[2] == 3 else [2, 1, 0, 3]
+    return array[:, :, order]
+
+
+def _read_tiff_image(path: Path) -> tuple[np.ndarray, bool]:
+    with tifffile.TiffFile(path) as tif:
+        array, axes = _read_series(tif)
+        page = tif.pages.first
+        extras = tuple(np.atleast_1d(page.extrasamples)) if page.extrasamples is not None else ()
+        photometric = page.photometric
+    array, axes = _squeeze_axes(array, axes)
+    if array.ndim == 3 and not axes.endswith("S"):
+        array = np.moveaxis(array, 0, -1)  # planar, or one page per band: bands first on disk
+    has_alpha = (
+        array.ndim == 3
+        and photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.MINISBLACK)
+        and bool(extras)
+        and extras[-1] in (1, 2)  # associated or unassociated alpha
+    )
+    return array, has_alpha
+
+
+def _read_series(tif: tifffile.TiffFile) -> tuple[np.ndarray, str]:
+    """The first series; pages written one by one (one series each, same 2-D shape) stack."""
+    series = tif.series
+    first = series[0]
+    if len(series) > 1 and all(s.ndim == 2 and s.shape == first.shape for s in series):
+        return np.stack([s.asarray() for s in series]), "I" + first.axes
+    return first.asarray(), first.axes
+
+
+def _squeeze_axes(array: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
+    """Drop length-1 axes other than Y and X, so (1, H, W) pages read as (H, W)."""
+    keep = [i for i, (axis, n) in enumerate(zip(axes, array.shape)) if n > 1 or axis in "YX"]
+    if len(keep) != array.ndim:
+        array = array.reshape([array.shape[i] for i in keep])
+        axes = "".join(axes[i] for i in keep)
+    if array.ndim > 3:
+        raise ValueError(f"a {array.ndim}-D TIFF ({axes}) is not a 2-D image")
+    return array, axes
+
+
+def _read_tiff_mask(path: Path) -> tuple[np.ndarray, str]:
+    """One page -> (H, W) ids; an RGB(A) page -> (H, W, 3|4) colours; anything else -> (L, H, W) labels."""
+    with tifffile.TiffFile(path) as tif:
+        array, axes = _squeeze_axes(*_read_series(tif))
+        rgb = tif.pages.first.photometric == tifffile.PHOTOMETRIC.RGB
+    if array.ndim == 2:
+        return array, "ids"
+    if axes.endswith("S"):  # samples interleaved: (H, W, S)
+        return (array, "rgb") if rgb else (np.moveaxis(array, -1, 0), "multilabel")
+    if axes.startswith("S") and rgb:  # planar colour: (S, H, W)
+        return np.moveaxis(array, 0, -1), "rgb"
+    return array, "multilabel"  # one page per label
+
+
+def _read_pillow_mask(path: Path) -> np.ndarray:
+    with Image.open(path) as picture:
+        picture.load()
+        mode = picture.mode
+        if picture.format == "PNG" and mode in ("RGB", "RGBA") and _png_bit_depth(path) == 16:
+            return _read_png16_color(path)[:, :, :3]
+        if mode in ("P", "L", "I;16", "I;16B", "I", "1"):
+            array = np.array(picture if mode != "1" else picture.convert("L"))
+            if mode == "I" and picture.format == "PNG":
+                array = array.astype(np.uint16)  # a 16-bit PNG Pillow opened as 32-bit
+            return array
+        if mode in ("LA", "PA"):
+            return np.array(picture.getchannel(0))
+        return np.array(picture.convert("RGB"))
+
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "TIFF",
+    "UnreadableFile",
+    "atomic_path",
+    "image_size",
+    "pack_rgb",
+    "read_geo_profile",
+    "read_image",
+    "read_mask",
+    "read_mask_raw",
+    "to_chw",
+    "to_hwc",
+    "write_geo_mask",
+    "write_image",
+    "write_mask",
+]
