@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"unetkit {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_demo(commands)
     _add_train(commands)
+    _add_predict(commands)
     _add_explain(commands)
     _add_data(commands)
     return parser
@@ -254,6 +256,27 @@ def _meta_device():
     return torch.device("meta")
 
 
+# --- demo ----------------------------------------------------------------------------------
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser(
+        "demo", help="the whole job on generated cells: data, train, evaluate, predict, export, report"
+    )
+    demo.add_argument("--out", default="demo-run", help="folder for everything (default %(default)s)")
+    demo.add_argument("--scenes", action="store_true", help="also the 5-class road-scene set")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from unetkit.demo import run_demo
+
+    result = run_demo(args.out, scenes=args.scenes, seed=args.seed)
+    print(result.to_text())
+    return 0
+
+
 # --- train and evaluate ----------------------------------------------------------------------
 
 
@@ -421,6 +444,74 @@ def _run_data_synth(args: argparse.Namespace) -> int:
 
     summary = write_dataset(args.name, args.out, count=args.count, size=args.size, seed=args.seed)
     print(summary.to_text())
+    return 0
+
+
+# --- predict and export ----------------------------------------------------------------------
+
+
+def _add_predict(commands: argparse._SubParsersAction) -> None:
+    predict = commands.add_parser(
+        "predict",
+        help="segment images (files, folders, glob patterns) with a trained model",
+        description="Bands, normalisation, classes, task and threshold come from the model. Images larger "
+        "than --tile are segmented tile by tile with Gaussian-weighted blending. Writes OUT/<name>.png "
+        "(class ids, class colours as palette), and OUT/<name>.tif for GeoTIFF inputs; exit status 1 "
+        "when some inputs could not be read or written (the others are still done).",
+    )
+    predict.add_argument("--model", required=True, help="RUN_DIR/best, a model folder, or an exported .onnx file")
+    predict.add_argument("--input", required=True, nargs="+", metavar="PATH", help="image files, folders, or patterns")
+    predict.add_argument("--out", required=True, help="output folder (never an input folder)")
+    predict.add_argument("--tile", type=int, help="tile side in pixels (default: twice the training patch size)")
+    predict.add_argument("--overlap", type=float, default=0.5, help="tile overlap, a fraction of the tile "
+                         "(default %(default)s)")
+    predict.add_argument("--tta", default="none", choices=["none", "flips", "full"],
+                         help="test-time augmentation: average flips, or flips and 90-degree rotations")
+    predict.add_argument("--threshold", type=float, help="binary/multilabel threshold (default: the model's)")
+    predict.add_argument("--probabilities", nargs="?", const="tif", choices=["tif", "npy"],
+                         help="also write probabilities: tif (float32, default) or npy (float16)")
+    predict.add_argument("--overlay", action="store_true", help="also write the image with the classes blended in")
+    predict.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=4,
+                         help="tiles (or small images) per forward pass (default %(default)s)")
+    predict.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"],
+                         help="auto: onnx for a .onnx model, torch otherwise")
+    predict.add_argument("--device", default="auto")
+    predict.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                         help="auto: as training would run on this device")
+    predict.set_defaults(run=_run_predict)
+
+    export = commands.add_parser(
+        "export",
+        help="export a trained model to ONNX or TorchScript, checked against PyTorch",
+        description="Batch, height and width stay dynamic (padding to a multiple of 2**depth happens inside "
+        "the graph). The file is written only if it matches PyTorch within 1e-4 on new input sizes.",
+    )
+    export.add_argument("--model", required=True, help="RUN_DIR/best or a model folder")
+    export.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
+    export.add_argument("--out", required=True, help="the file to write (FILE.onnx for ONNX)")
+    export.set_defaults(run=_run_export)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from unetkit.infer.predictor import Predictor
+    from unetkit.infer.run import predict_files
+
+    predictor = Predictor(args.model, tile=args.tile, overlap=args.overlap, tta=args.tta, threshold=args.threshold,
+                          batch_size=args.batch_size, engine=args.engine, device=args.device,
+                          precision=args.precision, progress=True)
+    report = predict_files(predictor, args.input, args.out, probabilities=args.probabilities,
+                           overlay=args.overlay, progress=True)
+    for _, reason in report.failed:
+        print(f"unetkit: skipped: {reason}", file=sys.stderr)
+    print(f"segmented {len(report.done)} image(s) into {args.out} ({len(report.written)} files); "
+          f"{len(report.failed)} failed")
+    return 1 if report.failed else 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from unetkit.infer.export import export
+
+    print(export(args.model, args.out, format=args.format).to_line())
     return 0
 
 

@@ -38,7 +38,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Scores of `model` (a model folder, or a UNet with its `meta`) on `split` of `data`.
     With `out`, also writes summary.json, per_image.csv and confusion.png there."""
-    from unetkit.data import DataSpec, SegmentationDataset, inspect_dataset
+    from unetkit.data import DataSpec, SegmentationDataset
+    from unetkit.data.layout import make_splits, scan
 
     if not isinstance(model, UNet):
         model, meta = load(model)
@@ -46,9 +47,9 @@ def evaluate(
         raise UnetkitError("evaluate() needs the model's meta (from unetkit.load) to read the data its way.")
     spec = DataSpec.from_dict(meta["data"])
     train_info = meta.get("train", {})
-    _, splits = inspect_dataset(
-        data, val_fraction=train_info.get("val_fraction", 0.2), seed=train_info.get("seed", 0), task=spec.task
-    )
+    # the split the model was trained with; reading the files is left to the dataset (and
+    # its one-sentence errors), so a large data set is not checked twice
+    splits, _, _ = make_splits(scan(data), train_info.get("val_fraction", 0.2), train_info.get("seed", 0))
     stems = splits.get(split) or []
     if not stems:
         raise UnetkitError(f"{data}: the {split!r} split is empty; choose --split train, val or test.")

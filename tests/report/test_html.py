@@ -1,0 +1,76 @@
+"""report.html: self-contained, and it renders in a real headless browser.
+
+The browser is Debian's chromium with chromedriver; the fixture installs them with apt-get
+when they are missing (as root) and skips, saying why, when that is impossible.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from unetkit import train
+from unetkit.report.html import build_report
+
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, disks) -> Path:
+    out = tmp_path_factory.mktemp("report") / "run"
+    train(data=str(disks), out=str(out), depth=2, base_channels=4, patch_size=32, batch_size=2, epochs=2,
+          progress=False, workers=0)
+    build_report(out, samples=3)
+    return out
+
+
+def _browser() -> tuple[str, str]:
+    if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
+        if shutil.which("apt-get") is None:
+            pytest.skip("chromium is missing and apt-get is not available to install it")
+        try:
+            subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True, timeout=600)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True,
+                           capture_output=True, timeout=900, env={"DEBIAN_FRONTEND": "noninteractive",
+                                                                    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        except (subprocess.SubprocessError, OSError) as error:
+            pytest.skip(f"chromium could not be installed with apt-get: {error}")
+    return CHROMIUM, DRIVER
+
+
+def test_report_is_self_contained(run_dir):
+    page = (run_dir / "report.html").read_text()
+    assert "src='data:image/png;base64," in page
+    assert "src='http" not in page and "src='file" not in page
+    for heading in ("Evaluation", "Training curves", "Confusion matrix", "worst first", "Config"):
+        assert heading in page
+
+
+def test_report_renders_in_headless_chromium_without_console_errors(run_dir):
+    chromium, driver_path = _browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        driver.get((run_dir / "report.html").as_uri())
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])"
+        )
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    finally:
+        driver.quit()
+    assert errors == []
+    assert len(images) >= 2 + 3 * 4  # curves, confusion, and 4 panels per sample
+    broken = [alt for alt, complete, width, height in images if not (complete and width > 0 and height > 0)]
+    assert broken == []

@@ -1,0 +1,54 @@
+"""Two CPU processes (torchrun, gloo) against one process with the same global batch.
+
+Exact up to float summation order when every loss term and norm is per sample (BCE, group
+norm): DDP averages the gradients of two half-batches, which is the gradient of the whole
+batch. With the defaults, batch Dice and batch norm are computed per process (torch has no
+SyncBatchNorm on the CPU), so the runs differ slightly: the tolerance below says how much.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from unetkit import load
+
+
+def _run(data, out, processes: int, *extra: str) -> list[dict]:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                "--master_port", str(29500 + os.getpid() % 1000 + processes)] if processes > 1 else [sys.executable]
+    cmd = [*launcher, "-m", "unetkit", "train", "--data", str(data), "--out", str(out), "--depth", "2",
+           "--base_channels", "4", "--patch_size", "32", "--batch_size", "4", "--epochs", "2",
+           "--steps_per_epoch", "3", "--workers", "0", "--no-progress", "--precision", "fp32", *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("done (") == 1  # only rank 0 reports
+    with open(out / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_two_processes_match_one_with_per_sample_losses(disks, tmp_path):
+    extra = ("--norm", "group", "--loss", "bce")
+    one = _run(disks, tmp_path / "one", 1, *extra)
+    two = _run(disks, tmp_path / "two", 2, *extra)
+    for a, b in zip(one, two):
+        for key in ("train_loss", "val_loss", "val_dice"):
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4), key
+    m1, _ = load(tmp_path / "one" / "last")
+    m2, _ = load(tmp_path / "two" / "last")
+    for (name, p1), p2 in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.allclose(p1, p2, rtol=1e-4, atol=1e-6), name
+
+
+def test_two_processes_with_the_defaults_stay_close(disks, tmp_path):
+    one = _run(disks, tmp_path / "one", 1)
+    two = _run(disks, tmp_path / "two", 2)
+    for a, b in zip(one, two):
+        assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), abs=0.05)
+        assert float(a["val_dice"]) == pytest.approx(float(b["val_dice"]), abs=0.05)
