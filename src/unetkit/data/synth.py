@@ -77,7 +77,7 @@ class _Cell:
 
 
 def _place_cells(size: int, rng: np.random.Generator) -> list[_Cell]:
-    """Cells of similar size, half of them pushed against a neighbour so that they touch."""
+    """Cells of similar size, most placed against an earlier one so that they touch in clusters."""
     mean_radius = rng.uniform(7.0, 11.0)
     coverage = rng.uniform(0.35, 0.6)
     target = max(2, int(coverage * size * size / (np.pi * mean_radius**2)))
@@ -173,7 +173,7 @@ def _debris(size: int, rng: np.random.Generator) -> np.ndarray:
     specks = np.zeros((size, size))
     count = rng.poisson(size * size / 2500)
     ys, xs = rng.integers(0, size, (2, count))
-    specks[ys, xs] = rng.uniform(-1.0, 1.0, count) * 0.3 * 2 * np.pi * 1.5**2
+    specks[ys, xs] = rng.uniform(-1.0, 1.0, count) * 0.3 * 2 * np.pi * 1.5**2  # peak +-0.3 once blurred
     return ndi.gaussian_filter(specks, 1.5)
 
 
@@ -430,8 +430,11 @@ def write_dataset(name: str, out: str | Path, *, count: int = 200, size: int = 1
     spec = _lookup(name)
     out = Path(out)
     _check_request(name, spec, out, count, size, seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as error:
+        raise UnetkitError(f"cannot create {out}: {error.strerror or error}; choose a folder you can write to") from None
     try:
         (temp / "images").mkdir()
         (temp / "masks").mkdir()
@@ -492,3 +495,9 @@ def _write_splits(root: Path, stems: list[str]) -> None:
     (root / "splits").mkdir()
     (root / "splits" / "train.txt").write_text("".join(f"{s}\n" for s in stems[:-val]), encoding="utf-8")
     (root / "splits" / "val.txt").write_text("".join(f"{s}\n" for s in stems[-val:]), encoding="utf-8")
+
+
+__all__ = [
+    "BANDS", "SETS", "SynthSet", "SynthSummary", "generate", "make_cells", "make_multispectral", "make_scenes",
+    "write_dataset",
+]

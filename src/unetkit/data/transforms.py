@@ -8,9 +8,9 @@ Built on albumentations 2.0.8 (the last MIT release). Levels (`build_augmentatio
   gamma, Gaussian noise, Gaussian blur;
 - ``strong``: wider ranges, + rotation by any angle up to 30 degrees, elastic 50%.
 
-The elastic deformation is the U-Net paper's: random displacements of a coarse 3x3 grid of
-control points, smoothly interpolated (albumentations' thin-plate spline), about 5-10 px std
-on a 256 px patch.
+The elastic deformation is the U-Net paper's: Gaussian random displacements on a coarse 3x3
+grid, bicubic-interpolated to every pixel (std 2-4% of the patch side, 5-10 px at 256 px;
+3-5% for ``strong``), mirrored at the borders.
 
 Three pieces of glue are ours, each for a reason found by testing albumentations 2.0.8:
 
@@ -51,22 +51,39 @@ _MIRROR = cv2.BORDER_REFLECT_101
 # --- intensity transforms valid on normalised float32 data (albumentations' clip to [0, 1]) ----
 
 
+def _per_band(reduce: Any, img: np.ndarray) -> np.ndarray:
+    """(H, W, C) -> (C,) statistic as two axis-0 reductions: numpy's axis=(0, 1) reduction is
+    ~50x slower on band-last images (2.5 ms instead of 0.05 ms at 256 x 256 x 3)."""
+    return reduce(reduce(img, axis=0), axis=0).astype(np.float32)
+
+
+def _affine_per_band(img: np.ndarray, scale: np.ndarray | float, offset: np.ndarray) -> np.ndarray:
+    """img * scale + offset with per-band (C,) values, on the (H, W * C) view: broadcasting over a
+    last axis of 3 bands runs ~6x slower in numpy."""
+    height, width, bands = img.shape
+    scale = np.tile(np.broadcast_to(np.float32(scale), (bands,)), width)
+    out = img.reshape(height, width * bands) * scale + np.tile(offset, width)
+    return out.reshape(height, width, bands).astype(np.float32, copy=False)
+
+
 class ShiftScaleIntensity(A.RandomBrightnessContrast):
     """Brightness: add beta (std units); contrast: scale by alpha around each band's mean."""
 
     def apply(self, img: np.ndarray, alpha: float, beta: float, **params: Any) -> np.ndarray:
-        mean = img.mean(axis=(0, 1), keepdims=True)
-        return ((img - mean) * np.float32(alpha) + (mean + np.float32(beta))).astype(np.float32)
+        mean = _per_band(np.mean, img)
+        return _affine_per_band(img, alpha, mean * np.float32(1 - alpha) + np.float32(beta))
 
 
 class RangeGamma(A.RandomGamma):
     """Gamma on a per-band [0, 1] rescaled copy, mapped back to the band's own range."""
 
     def apply(self, img: np.ndarray, gamma: float, **params: Any) -> np.ndarray:
-        low = img.min(axis=(0, 1), keepdims=True)
-        span = np.maximum(img.max(axis=(0, 1), keepdims=True) - low, np.float32(1e-6))
-        unit = np.clip((img - low) / span, 0.0, 1.0)
-        return (np.power(unit, np.float32(gamma)) * span + low).astype(np.float32)
+        low = _per_band(np.min, img)
+        span = np.maximum(_per_band(np.max, img) - low, np.float32(1e-6))
+        unit = _affine_per_band(img, 1 / span, -low / span)
+        np.clip(unit, 0.0, 1.0, out=unit)
+        np.power(unit, np.float32(gamma), out=unit)
+        return _affine_per_band(unit, span, low)
 
 
 class AdditiveNoise(A.GaussNoise):
@@ -84,6 +101,30 @@ class UnclippedBlur(A.GaussianBlur):
         return blurred.reshape(img.shape)
 
 
+class GridElastic(A.ElasticTransform):
+    """The U-Net paper's elastic deformation: Gaussian random displacements on a coarse
+    grid x grid lattice (std a `displacement` fraction of the shorter side), bicubic-interpolated
+    to every pixel. albumentations does the warp (bilinear image, nearest mask, borders, p).
+    On a 256 x 256 x 3 patch this takes ~1.3 ms, warp included; albumentations' ThinPlateSpline
+    (3x3 grid) took ~14 ms and its ElasticTransform (per-pixel noise, blurred) ~11 ms."""
+
+    def __init__(self, grid: int = 3, displacement: tuple[float, float] = (0.02, 0.04), *,
+                 border_mode: int = cv2.BORDER_REFLECT_101, p: float = 0.5) -> None:
+        super().__init__(border_mode=border_mode, p=p)
+        self.grid = grid
+        self.displacement = displacement
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        std = self.py_random.uniform(*self.displacement) * min(height, width)
+        coarse = self.random_generator.normal(0.0, std, (2, self.grid, self.grid)).astype(np.float32)
+        dx, dy = (cv2.resize(c, (width, height), interpolation=cv2.INTER_CUBIC) for c in coarse)
+        return {
+            "map_x": dx + np.arange(width, dtype=np.float32)[None, :],
+            "map_y": dy + np.arange(height, dtype=np.float32)[:, None],
+        }
+
+
 # --- levels --------------------------------------------------------------------------------------
 
 
@@ -95,7 +136,7 @@ class _Recipe:
     scale: tuple[float, float] | None = None
     rotate: float = 0.0
     elastic_p: float = 0.0
-    elastic_scale: tuple[float, float] = (0.2, 0.4)
+    elastic: tuple[float, float] = (0.02, 0.04)
     intensity_p: float = 0.0
     brightness: float = 0.0
     contrast: float = 0.0
@@ -116,7 +157,7 @@ _RECIPES = {
         gamma_p=0.3, noise_p=0.25, blur_p=0.2,
     ),
     "strong": _Recipe(
-        dihedral=True, scale=(0.67, 1.5), rotate=30.0, elastic_p=0.5, elastic_scale=(0.3, 0.5),
+        dihedral=True, scale=(0.67, 1.5), rotate=30.0, elastic_p=0.5, elastic=(0.03, 0.05),
         intensity_p=0.7, brightness=0.3, contrast=0.3,
         gamma_p=0.5, gamma=(70, 150), noise_p=0.4, noise_std=(0.05, 0.2),
         blur_p=0.3, blur_sigma=(0.3, 1.5),
@@ -151,11 +192,7 @@ def _pipeline(recipe: _Recipe, patch_size: tuple[int, int] | None, fill_code: in
             A.Affine(rotate=(-recipe.rotate, recipe.rotate), border_mode=_CONSTANT, fill=0, fill_mask=fill_code, p=0.5)
         )
     if recipe.elastic_p:
-        geometric.append(
-            A.ThinPlateSpline(
-                scale_range=recipe.elastic_scale, num_control_points=3, border_mode=_MIRROR, p=recipe.elastic_p
-            )
-        )
+        geometric.append(GridElastic(grid=3, displacement=recipe.elastic, border_mode=_MIRROR, p=recipe.elastic_p))
     intensity: list[A.BasicTransform] = []
     if recipe.intensity_p:
         intensity.append(
@@ -195,6 +232,8 @@ class Augmentation:
 
     Call it as ``aug(image, mask, seed)``; the same seed gives the same output whatever the
     global numpy/random state, so a data loader can derive the seed from (epoch, index).
+    A call reseeds the shared pipeline, so use one object per thread (DataLoader worker
+    processes each get their own copy; it pickles).
     """
 
     def __init__(self, level: str, patch_size: tuple[int, int] | None, ignore_index: int | None) -> None:
