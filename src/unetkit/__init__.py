@@ -1,10 +1,12 @@
 """unetkit: U-Net semantic segmentation for microscopy, medical, satellite and road-scene images.
 
 The public API: `UNet` (the network), `train(config) -> Run`, `evaluate(model, data) -> dict`,
-`load(path) -> (model, meta)`, and `decode` / `probabilities` for logits.
+`load(path) -> (model, meta)`, `predict(model, image) -> mask` (and `Predictor` for repeated
+calls), and `decode` / `probabilities` for logits.
 """
 
 from unetkit.errors import UnetkitError
+from unetkit.infer import Predictor, predict
 from unetkit.nn import UNet, decode, probabilities, summarize
 from unetkit.train import TrainConfig, load, train
 from unetkit.train.evaluate import evaluate
@@ -12,6 +14,7 @@ from unetkit.train.evaluate import evaluate
 __version__ = "0.1.0"
 
 __all__ = [
+    "Predictor",
     "TrainConfig",
     "UNet",
     "UnetkitError",
@@ -19,6 +22,7 @@ __all__ = [
     "decode",
     "evaluate",
     "load",
+    "predict",
     "probabilities",
     "summarize",
     "train",

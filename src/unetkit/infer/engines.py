@@ -1,0 +1,86 @@
+"""What runs the network: PyTorch (the model folder) or onnxruntime (an exported .onnx file).
+
+Both take a normalised (N, C, h, w) float32 batch on the CPU and give back (N, K, h', w')
+float32 logits on the CPU, so tiling, test-time augmentation and decoding are shared. The
+torch engine runs like training does (same device choice, same autocast precision); the
+ONNX engine runs the graph in float32.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from unetkit.errors import UnetkitError
+from unetkit.nn import UNet
+from unetkit.train.device import autocast, pick_device, pick_precision
+
+
+class Engine(Protocol):
+    """A callable from a normalised input batch to logits, both float32 CPU tensors."""
+
+    name: str
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor: ...
+
+
+class TorchEngine:
+    """The PyTorch model in eval mode: BatchNorm uses its running statistics, so tiles are
+    independent of each other and of the batch they share."""
+
+    name = "torch"
+
+    def __init__(self, model: UNet, device: str = "auto", precision: str = "auto") -> None:
+        self.device = pick_device(device)
+        self.precision = pick_precision(precision, self.device)
+        self.model = model.to(self.device).eval()
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            logits = self.model(batch.to(self.device, non_blocking=True))
+        return logits.float().cpu()
+
+
+class OnnxEngine:
+    """An exported graph run by onnxruntime (CUDA when that provider is installed and usable)."""
+
+    name = "onnx"
+    precision = "fp32"
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    @classmethod
+    def from_file(cls, path: str | Path, device: str = "auto") -> OnnxEngine:
+        try:
+            import onnxruntime
+        except ImportError:
+            raise UnetkitError("--engine onnx needs onnxruntime: pip install 'unetkit[onnx]'.") from None
+        path = Path(path)
+        if not path.is_file():
+            raise UnetkitError(f"{path}: no such ONNX file; export one with `unetkit export --format onnx`.")
+        wanted = ["CPUExecutionProvider"]
+        if device in ("auto", "cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            wanted.insert(0, "CUDAExecutionProvider")
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only: shape-inference notes are not for users
+        try:
+            session = onnxruntime.InferenceSession(str(path), options, providers=wanted)
+        except Exception as error:  # onnxruntime raises its own untyped errors for bad files
+            first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+            raise UnetkitError(f"{path}: not a loadable ONNX model ({first}); export it again.") from None
+        return cls(session)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        (logits,) = self.session.run(None, {self.input_name: batch.contiguous().numpy()})
+        return torch.from_numpy(logits)
+
+
+__all__ = ["Engine", "OnnxEngine", "TorchEngine"]

@@ -1,0 +1,112 @@
+"""Write what prediction produced for one image, each file atomically (data.io's writers).
+
+- mask: OUT/<stem>.png, class ids with the class colours as the PNG palette (a TIFF when
+  ids exceed 255, a multi-page TIFF of 0/1 planes for multilabel);
+- GeoTIFF inputs: OUT/<stem>.tif with the input's CRS and transform (needs the geo extra);
+- probabilities: OUT/<stem>_prob.npy (float16, K x H x W) or OUT/<stem>_prob.tif (float32,
+  one band per class: data.io writes TIFFs in uint8, uint16 or float32);
+- overlay: OUT/<stem>_overlay.png, the image with each class's colour blended in, for a
+  person to look at; classes coloured black (background, by convention) are left clear.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from unetkit.data.io import atomic_path, to_hwc, write_geo_mask, write_image, write_mask
+from unetkit.infer.files import Job
+from unetkit.infer.model_info import ModelInfo
+
+PROBABILITY_FORMATS = ("tif", "npy")
+OVERLAY_ALPHA = 0.5
+ROWS_PER_BAND = 1024  # overlay rows blended at a time, to keep big images' memory small
+
+
+def write_outputs(job: Job, image: np.ndarray, probs: np.ndarray, mask: np.ndarray, info: ModelInfo, *,
+                  probabilities: str | None = None, overlay: bool = False,
+                  geo_profile: dict | None = None) -> list[Path]:
+    """Write the mask (and the asked-for extras) of `job`; returns the paths written."""
+    written = []
+    palette = info.palette()
+    if geo_profile is not None:
+        written.append(job.output(".tif"))
+        write_geo_mask(written[-1], mask, geo_profile)
+    if mask.ndim == 2 and palette is not None:
+        written.append(job.output(".png"))
+        write_mask(written[-1], mask, palette)
+    elif geo_profile is None:
+        written.append(job.output(".tif"))
+        write_mask(written[-1], mask)
+    if probabilities is not None:
+        written.append(write_probabilities(job, probs, probabilities))
+    if overlay:
+        written.append(job.output("_overlay.png"))
+        write_image(written[-1], overlay_image(image, mask, info))
+    return written
+
+
+def write_probabilities(job: Job, probs: np.ndarray, kind: str) -> Path:
+    """(K, H, W) probabilities as float16 .npy, or float32 .tif with one band per class."""
+    if kind == "npy":
+        path = job.output("_prob.npy")
+        with atomic_path(path) as temp, open(temp, "wb") as handle:
+            np.save(handle, probs.astype(np.float16))
+        return path
+    path = job.output("_prob.tif")
+    write_image(path, to_hwc(probs) if probs.shape[0] > 1 else probs[0])
+    return path
+
+
+def overlay_image(image: np.ndarray, mask: np.ndarray, info: ModelInfo, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """(H, W, 3) uint8: the image for display with each class's colour blended in at `alpha`."""
+    picture = display_rgb(image)
+    colors = np.asarray(info.colors(), np.float32)
+    if info.task == "multilabel":
+        for label, color in enumerate(colors):
+            if color.any():
+                _blend(picture, mask[label].astype(bool), color, alpha)
+        return picture
+    ids = info.class_ids()
+    for index in range(len(ids)):
+        if colors[index].any():
+            _blend(picture, mask == ids[index], colors[index], alpha)
+    return picture
+
+
+def _blend(picture: np.ndarray, where: np.ndarray, color: np.ndarray, alpha: float) -> None:
+    for top in range(0, picture.shape[0], ROWS_PER_BAND):
+        rows = slice(top, top + ROWS_PER_BAND)
+        selected = where[rows]
+        if selected.any():
+            band = picture[rows]
+            band[selected] = ((1 - alpha) * band[selected] + alpha * color + 0.5).astype(np.uint8)
+
+
+def display_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W, C) any dtype -> (H, W, 3) uint8: uint8 kept, others stretched per band between
+    their 1st and 99th percentiles; one or two bands shown grey, more as their first three."""
+    image = image[:, :, None] if image.ndim == 2 else image
+    bands = image[:, :, :3] if image.shape[2] >= 3 else image[:, :, :1]
+    if bands.dtype != np.uint8:
+        stretched = np.empty(bands.shape, np.uint8)
+        for b in range(bands.shape[2]):
+            stretched[:, :, b] = _stretch(bands[:, :, b])
+        bands = stretched
+    return np.ascontiguousarray(np.repeat(bands, 3, axis=2) if bands.shape[2] == 1 else bands)
+
+
+def _stretch(band: np.ndarray) -> np.ndarray:
+    step = max(1, int(np.sqrt(band.size / 1e6)))  # percentiles from about a million pixels
+    sample = band[::step, ::step].astype(np.float64)
+    low, high = np.percentile(sample[np.isfinite(sample)], [1, 99]) if np.isfinite(sample).any() else (0, 1)
+    scale = 255.0 / (high - low) if high > low else 0.0
+    out = np.empty(band.shape, np.uint8)
+    for top in range(0, band.shape[0], ROWS_PER_BAND):
+        rows = band[top : top + ROWS_PER_BAND].astype(np.float32)
+        out[top : top + ROWS_PER_BAND] = np.clip(np.nan_to_num((rows - low) * scale), 0, 255).astype(np.uint8)
+    return out
+
+
+__all__ = ["PROBABILITY_FORMATS", "display_rgb", "overlay_image", "write_outputs", "write_probabilities"]

@@ -1,0 +1,94 @@
+"""Segment many files: read, predict (small images batched together), decode, write.
+
+A file that cannot be read, has the wrong band count or cannot be written is reported and
+skipped; the others are still done, and the caller learns which ones failed (the CLI exits
+non-zero). One image is held at a time unless images are small enough to share a batch.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from unetkit.data.io import read_geo_profile, read_image
+from unetkit.errors import UnetkitError
+from unetkit.infer.files import Job, plan
+from unetkit.infer.outputs import PROBABILITY_FORMATS, write_outputs
+from unetkit.infer.predictor import Predictor
+
+
+@dataclass
+class FilesReport:
+    """What `predict_files` did: images done, files written, and (input, reason) failures."""
+
+    done: list[Path] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def predict_files(predictor: Predictor, inputs: Sequence[str | Path], out: str | Path, *,
+                  probabilities: str | None = None, overlay: bool = False, progress: bool = False) -> FilesReport:
+    """Segment every image in `inputs` (files, folders, glob patterns) into `out`."""
+    if probabilities is not None and probabilities not in PROBABILITY_FORMATS:
+        raise UnetkitError(f"--probabilities {probabilities!r}: use tif or npy.")
+    jobs = plan(list(inputs), out)
+    report = FilesReport(failed=list(jobs.missing))
+    pending: list[tuple[Job, np.ndarray]] = []
+
+    def finish(batch: list[tuple[Job, np.ndarray]]) -> None:
+        results = predictor.predict_many([image for _, image in batch], [str(job.source) for job, _ in batch])
+        for (job, image), probs in zip(batch, results):
+            _write(job, image, probs, predictor, report, probabilities, overlay)
+
+    with _bar(len(jobs.jobs), progress) as bar:
+        for job in jobs.jobs:
+            image = _read(job, predictor, report)
+            if image is not None and predictor.tile_count(*image.shape[:2]) == 1:
+                pending.append((job, image))
+                if len(pending) == predictor.batch_size:
+                    finish(pending)
+                    bar.update(len(pending))
+                    pending = []
+                continue
+            if image is not None:
+                finish([(job, image)])
+            bar.update(1)
+        if pending:
+            finish(pending)
+            bar.update(len(pending))
+    return report
+
+
+def _read(job: Job, predictor: Predictor, report: FilesReport) -> np.ndarray | None:
+    try:
+        image = read_image(job.source, include_alpha=predictor.info.include_alpha)
+        return predictor.check_image(image, str(job.source))
+    except UnetkitError as error:
+        report.failed.append((str(job.source), str(error)))
+        return None
+
+
+def _write(job: Job, image: np.ndarray, probs: np.ndarray, predictor: Predictor, report: FilesReport,
+           probabilities: str | None, overlay: bool) -> None:
+    try:
+        mask = predictor.decode(probs)
+        profile = read_geo_profile(job.source)
+        report.written += write_outputs(job, image, probs, mask, predictor.info, probabilities=probabilities,
+                                        overlay=overlay, geo_profile=profile)
+        report.done.append(job.source)
+    except UnetkitError as error:
+        report.failed.append((str(job.source), str(error)))
+
+
+def _bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="predict", unit="image", file=sys.stderr, disable=not enabled or total < 2,
+                dynamic_ncols=True)
+
+
+__all__ = ["FilesReport", "predict_files"]
