@@ -21,8 +21,9 @@ import yaml
 from PIL import Image
 
 from unetkit.errors import UnetkitError
+from unetkit.infer.outputs import display_rgb
 from unetkit.nn import decode
-from unetkit.report.overlays import FALSE_NEGATIVE, FALSE_POSITIVE, colorize, display_image, error_map
+from unetkit.report.overlays import FALSE_NEGATIVE, FALSE_POSITIVE, colorize, error_map
 from unetkit.train.checkpoint import atomic_write_text, load, resolve_folder
 from unetkit.train.device import autocast, pick_device, pick_precision
 
@@ -141,7 +142,7 @@ def _sample_grid(model: torch.nn.Module, meta: dict[str, Any], data: Path, rows:
             predicted, target = _flatten_labels(predicted), _flatten_labels(target, spec.ignore_index)
             colors = [[0, 0, 0]] + [c.get("color", [0, 0, 0]) for c in spec.classes]
         raw = item["image"].numpy().transpose(1, 2, 0) * std + mean
-        shown = display_image(raw)
+        shown = display_rgb(raw)
         dice = row.get("dice") or "–"
         cells = [
             ("input", shown),

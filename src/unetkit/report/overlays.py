@@ -1,6 +1,8 @@
-"""Pictures for people: images stretched for display, masks in class colours, error maps.
+"""Pictures for the report: masks in class colours and error maps.
 
 Everything returns (H, W, 3) uint8 RGB arrays, ready for PNG; none of it feeds training.
+Images are shown with `unetkit.infer.outputs.display_rgb`, the same stretch as the
+predictor's overlays.
 """
 
 from __future__ import annotations
@@ -12,19 +14,6 @@ FALSE_NEGATIVE = (0, 200, 255)  # cyan: true, missed
 IGNORED = (90, 90, 90)
 
 
-def display_image(image: np.ndarray) -> np.ndarray:
-    """Any (H, W, C) image of any dtype -> RGB uint8: bands 1-3 (or the one band as grey),
-    each stretched between its 1st and 99th percentile so 16-bit and float data show."""
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim == 2:
-        image = image[..., None]
-    bands = image[..., :3] if image.shape[-1] >= 3 else np.repeat(image[..., :1], 3, axis=-1)
-    low = np.nanpercentile(bands, 1, axis=(0, 1))
-    high = np.nanpercentile(bands, 99, axis=(0, 1))
-    scaled = (bands - low) / np.maximum(high - low, 1e-6)
-    return (np.clip(np.nan_to_num(scaled), 0, 1) * 255).astype(np.uint8)
-
-
 def colorize(mask: np.ndarray, colors: list[list[int]], ignore_index: int | None = None) -> np.ndarray:
     """(H, W) class ids -> RGB with each class's colour; ignored pixels grey."""
     palette = np.zeros((max(len(colors), int(mask.max(initial=0)) + 1, 256), 3), np.uint8)
@@ -32,16 +21,6 @@ def colorize(mask: np.ndarray, colors: list[list[int]], ignore_index: int | None
     if ignore_index is not None and ignore_index < len(palette):
         palette[ignore_index] = IGNORED
     return palette[mask.astype(np.int64)]
-
-
-def blend(image_rgb: np.ndarray, mask: np.ndarray, colors: list[list[int]], alpha: float = 0.45,
-          background: int | None = 0) -> np.ndarray:
-    """The image with each class painted over it (the background class left clear)."""
-    painted = colorize(mask, colors).astype(np.float32)
-    out = image_rgb.astype(np.float32)
-    where = np.ones(mask.shape, bool) if background is None else mask != background
-    out[where] = (1 - alpha) * out[where] + alpha * painted[where]
-    return out.astype(np.uint8)
 
 
 def error_map(predicted: np.ndarray, target: np.ndarray, image_rgb: np.ndarray | None = None,
