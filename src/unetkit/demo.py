@@ -23,8 +23,8 @@ MARKER = ".unetkit-demo"
 # The cells recipe: small patches, a narrow network and a wall-clock cap keep it inside
 # five minutes on 2 CPU cores (measured in BENCHMARKS.md).
 CELLS = dict(
-    count=240, size=128, epochs=12, steps_per_epoch=25, batch_size=8, patch_size=128, base_channels=16,
-    lr=3e-3, max_minutes=3.0,
+    count=240, size=128, epochs=24, steps_per_epoch=25, batch_size=8, patch_size=128, base_channels=16,
+    lr=3e-3, max_minutes=3.0, precision="fp32",
 )
 SCENES = dict(
     count=240, size=128, epochs=12, steps_per_epoch=25, batch_size=8, patch_size=128, base_channels=16,
