@@ -24,7 +24,7 @@ MARKER = ".unetkit-demo"
 # five minutes on 2 CPU cores (measured in BENCHMARKS.md).
 CELLS = dict(
     count=240, size=128, epochs=24, steps_per_epoch=25, batch_size=8, patch_size=128, base_channels=16,
-    lr=3e-3, max_minutes=3.0, precision="fp32",
+    lr=3e-3, max_minutes=3.0,
 )
 SCENES = dict(
     count=240, size=128, epochs=12, steps_per_epoch=25, batch_size=8, patch_size=128, base_channels=16,

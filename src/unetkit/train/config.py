@@ -64,11 +64,11 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # None = one pass over the training split
     max_minutes: float | None = None  # stop (and keep the checkpoints) after this wall-clock time
     val_every: int = 1
-    early_stopping: int | None = None  # epochs without improvement before stopping
+    early_stopping: int | None = None  # validations without improvement before stopping
     threshold: float = 0.5
     # speed
     device: str = "auto"  # auto | cpu | cuda | mps
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16/fp16 on CUDA, fp32 for CPU training)
     channels_last: bool = True
     compile: bool = False
     seed: int = 0

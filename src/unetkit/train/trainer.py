@@ -164,7 +164,7 @@ class Trainer:
         if self.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(self.device)
-        self.precision = pick_precision(c.precision, self.device)
+        self.precision = pick_precision(c.precision, self.device, training=True)
         _seed_everything(c.seed)
 
         self.spec, self.splits = inspect_dataset(
@@ -277,7 +277,7 @@ class Trainer:
         )
         started = time.monotonic()
         stopped = "completed"
-        epoch = start_epoch
+        done = start_epoch
         for epoch in range(start_epoch, c.epochs):
             train_loss, images, seconds, out_of_time = self._train_epoch(epoch, started)
             row: dict[str, Any] = {
@@ -296,6 +296,7 @@ class Trainer:
                     val_pixel_accuracy=metrics["pixel_accuracy"],
                 )
             history.append(row)
+            done = epoch + 1
             improved = metrics is not None and metrics["headline"] is not None and (
                 best is None or metrics["headline"] > best
             )
@@ -320,7 +321,7 @@ class Trainer:
                 break
         if self.world > 1:
             dist.barrier()
-        return Run(self.out, best, best_epoch, epoch + 1 if history else start_epoch, stopped, history, self.is_main)
+        return Run(self.out, best, best_epoch, done, stopped, history, self.is_main)
 
     def _train_epoch(self, epoch: int, started: float) -> tuple[float, int, float, bool]:
         c = self.config
