@@ -39,7 +39,7 @@ class TrainConfig:
     include_alpha: bool = False
     # model (the UNet's constructor options)
     depth: int = 4
-    base_channels: int = 32
+    base_channels: int = 16  # 16-32-64-128, bottleneck 256: fits 2 CPU cores (BENCHMARKS.md)
     up_mode: str = "transpose"
     norm: str | None = "batch"
     dropout: float = 0.0
@@ -54,7 +54,7 @@ class TrainConfig:
     border_sigma: float = 5.0
     # optimisation
     optimizer: str = "adamw"  # adamw | sgd
-    lr: float | None = None  # None = 1e-3 for AdamW, 1e-2 for SGD
+    lr: float | None = None  # None = 3e-3 for AdamW, 1e-2 for SGD
     weight_decay: float = 1e-4
     momentum: float = 0.99
     schedule: str = "poly"  # poly | cosine | constant
@@ -115,7 +115,7 @@ class TrainConfig:
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else (1e-3 if self.optimizer == "adamw" else 1e-2)
+        return self.lr if self.lr is not None else (3e-3 if self.optimizer == "adamw" else 1e-2)
 
     def model_options(self) -> dict[str, Any]:
         return {
