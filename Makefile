@@ -16,7 +16,11 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) -e '.[onnx,dev]'
+	$(PIP) -e '.[onnx,geo,dev]'
+	touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(PIP) -e '.[bench,dev]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -24,6 +28,13 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Speed against the cores' peak and MONAI's BasicUNet, then accuracy on ISBI 2012 (20 min per
+# network); both update BENCHMARKS.md. Not part of `make test`. MINUTES=5 for a shorter run.
+MINUTES ?= 20
+bench: $(VENV)/.installed-bench
+	$(BIN)/python benchmarks/speed.py
+	$(BIN)/python benchmarks/accuracy.py --minutes $(MINUTES)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests

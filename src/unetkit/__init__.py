@@ -5,6 +5,7 @@ The public API: `UNet` (the network), `train(config) -> Run`, `evaluate(model, d
 calls), and `decode` / `probabilities` for logits.
 """
 
+from unetkit import runtime
 from unetkit.errors import UnetkitError
 from unetkit.infer import Predictor, predict
 from unetkit.nn import UNet, decode, probabilities, summarize
@@ -12,6 +13,8 @@ from unetkit.train import TrainConfig, load, train
 from unetkit.train.evaluate import evaluate
 
 __version__ = "0.1.0"
+
+runtime.configure()  # allocator and threads, once per process; UNETKIT_NO_TUNING=1 opts out
 
 __all__ = [
     "Predictor",

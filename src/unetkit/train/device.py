@@ -49,18 +49,20 @@ def cpu_has_bf16() -> bool:
 def pick_precision(name: str, device: torch.device, training: bool = False) -> str:
     """'auto' -> the fastest precision that keeps accuracy on this device and for this use.
 
-    On a CPU, bf16 pays for inference (unetkit's folded, fused bf16 engine) but not for
-    training: eager bf16 autocast, with its casts and bf16 backward kernels, trained the
-    classic network at 0.6x the fp32 speed on the 2-core AVX512-BF16 machines of
-    BENCHMARKS.md, so CPU training stays in fp32 unless asked."""
+    On a CPU, bf16 is used for inference only where it measures faster (`runtime.bf16_pays`:
+    the bf16 flag is not enough — on the Xeon of BENCHMARKS.md bf16 ran at half fp32 speed),
+    and never for training: eager bf16 autocast, with its casts and bf16 backward kernels,
+    trained the classic network at 0.6x the fp32 speed here (BENCHMARKS.md)."""
     if name != "auto":
         if name == "fp16" and device.type == "cpu":
             raise UnetkitError("--precision fp16 is for GPUs; on the CPU use bf16 or fp32.")
         return name
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and cpu_has_bf16() and not training:
-        return "bf16"
+    if device.type == "cpu" and not training:
+        from unetkit.runtime import bf16_pays
+
+        return "bf16" if bf16_pays() else "fp32"
     return "fp32"
 
 

@@ -1,0 +1,806 @@
+"""Speed of unetkit's U-Net against the machine's arithmetic peak and against MONAI's BasicUNet.
+
+    .venv/bin/python benchmarks/speed.py            # everything (about an hour on 2 cores)
+    .venv/bin/python benchmarks/speed.py --quick    # fewer repeats, no 4096 / 10000 images
+    .venv/bin/python benchmarks/speed.py --only-scaling    # redo the image-size rows of the last run
+
+What it measures, in this order (see BENCHMARKS.md for the tables it writes):
+1. The ceiling: the fp32 (vfmadd231ps) and bf16 (vdpbf16ps) peak of the cores, from a tiny C
+   kernel (benchmarks/peak.c) built with the machine's gcc now; and the rate of one 3x3
+   convolution (256 -> 256 channels, 64 x 64, batch 8) in bf16 and fp32, channels-last and NCHW.
+2. FLOPs per image of each network, counted by torch.utils.flop_counter.FlopCounterMode
+   (a multiply-add is 2 FLOPs): forward, and a training step (forward + backward).
+3. Contenders at 256 x 256, 3 bands in, 5 classes: inference latency at batch 1, throughput at
+   batch 8, training throughput at batch 4 (forward, backward, AdamW step, CE + Dice, exactly
+   unetkit's trainer step). Contenders are measured round robin (one unit of each in turn,
+   repeated), after a warm-up, and the median is kept. Those that need glibc's default
+   allocator run in a second process (the allocator is set once per process) whose rounds
+   alternate with this one's.
+4. Peak RSS of a training run at batch 4 (a fresh process per contender, 4 steps).
+5. How cost grows with work: the predictor at its defaults, with the trainer's default network
+   (base 32), on one image of 256 ... 4096 pixels square and on a 10000 x 10000 one-band image
+   (a fresh process each: time and peak RSS).
+6. The data loader alone (the trainer's, at its defaults) against the model's training rate.
+
+Writes benchmarks/results/speed-<date>.json and the speed section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+MARKDOWN = ROOT / "BENCHMARKS.md"
+SIZE = 256
+BANDS, CLASSES = 3, 5
+BATCH_LATENCY, BATCH_INFER, BATCH_TRAIN = 1, 8, 4
+MONAI_FEATURES = (64, 128, 256, 512, 1024, 64)
+SCALING_BASE = 32  # the trainer's default width (a quarter of the classic network's FLOPs)
+# unetkit's trainer: AdamW(lr, weight_decay) + clip_grad_norm_(grad_clip), CE + Dice for multiclass
+TRAIN_LR, TRAIN_WEIGHT_DECAY, TRAIN_GRAD_CLIP = 1e-3, 1e-4, 12.0
+
+
+# --- contenders ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One way of running one network. `malloc="default"` runs in the second process.
+    `precision` is bf16 or fp32 for both uses, or "infer/train" (e.g. "bf16/fp32")."""
+
+    key: str
+    label: str
+    network: str = "unetkit"  # unetkit | basicunet
+    precision: str = "bf16"
+    channels_last: bool = True
+    fused: bool = True  # unetkit's inference engine (UNet.fused_inference) and shuffle-concat
+    compile: bool = False
+    malloc: str = "tuned"  # tuned | default
+
+    def precision_for(self, phase: str) -> str:
+        infer, _, train = self.precision.partition("/")
+        return (train or infer) if phase == "train" else infer
+
+    def peak_key(self, phase: str) -> str:
+        return "bf16_gflops" if self.precision_for(phase) == "bf16" else "fp32_gflops"
+
+
+def default_precision() -> str:
+    """What unetkit picks on this CPU, "inference/training" (train/device.py, pick_precision)."""
+    from unetkit.train.device import pick_precision
+
+    cpu = torch.device("cpu")
+    try:
+        return f"{pick_precision('auto', cpu)}/{pick_precision('auto', cpu, training=True)}"
+    except TypeError:  # a device.py without the training flag
+        return pick_precision("auto", cpu)
+
+
+def best_precision() -> str:
+    """The precision unetkit.runtime measures to be faster on this CPU."""
+    from unetkit import runtime
+
+    return "bf16" if runtime.bf16_pays() else "fp32"
+
+
+def _show(precision: str) -> str:
+    infer, _, train = precision.partition("/")
+    return infer if not train or train == infer else f"inference {infer}, training {train}"
+
+
+def contenders() -> list[Spec]:
+    """unetkit as it runs by default; if train/device.py's choice of precision is not the faster
+    one (runtime.bf16_pays), unetkit in the faster one too, and every setting switched off one
+    at a time from there; the plain network; BasicUNet plain and with the generic recipe."""
+    auto, best = default_precision(), best_precision()
+    other = "fp32" if best == "bf16" else "bf16"
+    specs = [Spec("unetkit", f"unetkit, defaults ({_show(auto)})", precision=auto)]
+    if {best} != set(auto.split("/")):
+        specs.append(Spec("unetkit-best", f"unetkit, {best} (the faster precision here), all else default",
+                          precision=best))
+    specs += [
+        Spec("unetkit-other", f"unetkit {other}, all else default", precision=other),
+        Spec("unetkit-unfused", f"unetkit {best}, inference engine and shuffle-concat off", precision=best,
+             fused=False),
+        Spec("unetkit-nchw", f"unetkit {best}, channels_last off (and so the engine, which is channels-last)",
+             precision=best, channels_last=False, fused=False),
+        Spec("unetkit-malloc", f"unetkit {best}, allocator fix off", precision=best, malloc="default"),
+        Spec("unetkit-plain", "unetkit, every setting off (fp32 eager NCHW, default malloc)", precision="fp32",
+             channels_last=False, fused=False, malloc="default"),
+        Spec("monai-plain", "BasicUNet, plain (fp32 eager NCHW, default malloc)", network="basicunet",
+             precision="fp32", channels_last=False, malloc="default"),
+        Spec("monai-generic", "BasicUNet, generic recipe: bf16 + channels_last + compile + allocator fix",
+             network="basicunet", compile=True),
+        Spec("monai-generic-fp32", "BasicUNet, generic recipe in fp32: channels_last + compile + allocator fix",
+             network="basicunet", precision="fp32", compile=True),
+    ]
+    return specs
+
+
+CONTENDERS = contenders()
+
+
+def build_network(spec: Spec, bands: int = BANDS, classes: int = CLASSES) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if spec.network == "unetkit":
+        from unetkit.nn import UNet
+
+        model = UNet(in_channels=bands, num_classes=classes)
+        model.fused_inference = spec.fused
+        for block in model.decoder:
+            block.shuffle_concat = spec.fused
+        return model
+    from monai.networks.nets import BasicUNet
+
+    return BasicUNet(spatial_dims=2, in_channels=bands, out_channels=classes, features=MONAI_FEATURES,
+                     norm="batch", act="relu")
+
+
+class Runner:
+    """A contender's model, optimizer and loss, and one timed unit of each measurement."""
+
+    def __init__(self, spec: Spec) -> None:
+        from unetkit.train.losses import SegmentationLoss
+
+        self.spec = spec
+        self.model = build_network(spec)
+        if spec.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        # dynamic=False: one graph per shape (automatic dynamic shapes trip an inductor stride
+        # assertion in replication_pad2d_backward for channels-last BasicUNet, torch 2.13)
+        if spec.compile:
+            # several models, batch sizes, autocast states and train/eval share BasicUNet.forward's
+            # code object: dynamo's default limit of 8 graphs per code object would silently
+            # leave later variants eager
+            torch._dynamo.config.recompile_limit = 64
+        self.net = torch.compile(self.model, dynamic=False) if spec.compile else self.model
+        self.compile_failed: str | None = None
+        self.loss = SegmentationLoss("ce+dice", "multiclass")
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=TRAIN_LR, weight_decay=TRAIN_WEIGHT_DECAY)
+        generator = torch.Generator().manual_seed(1)
+        self.inputs = {
+            n: torch.randn(n, BANDS, SIZE, SIZE, generator=generator) for n in (BATCH_LATENCY, BATCH_INFER, BATCH_TRAIN)
+        }
+        self.target = torch.randint(0, CLASSES, (BATCH_TRAIN, SIZE, SIZE), generator=generator)
+
+    def autocast(self, phase: str) -> contextlib.AbstractContextManager:
+        if self.spec.precision_for(phase) == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def infer(self, batch: int) -> torch.Tensor:
+        """As unetkit's predictor runs a batch: eval, inference mode, autocast, float logits."""
+        self.model.eval()
+        x = self.inputs[batch]
+        with torch.inference_mode(), self.autocast("infer"):
+            if self.spec.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self.net(x).float()
+
+    def train_step(self) -> float:
+        """As unetkit's trainer runs a step (train/trainer.py, _train_epoch)."""
+        self.model.train()
+        x = self.inputs[BATCH_TRAIN]
+        if self.spec.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast("train"):
+            logits = self.net(x)
+        loss = self.loss(logits, self.target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), TRAIN_GRAD_CLIP)
+        self.optimizer.step()
+        return loss.item()
+
+    def unit(self, phase: str) -> float:
+        start = time.perf_counter()
+        try:
+            self._run(phase)
+        except Exception as error:  # torch.compile failing on a peer: measure it eager, say so
+            if not self.spec.compile or self.net is self.model:
+                raise
+            lines = [line for line in str(error).strip().splitlines() if line.strip()]
+            self.compile_failed = f"{type(error).__name__}: {lines[0][:160] if lines else ''}"
+            print(f"  {self.spec.key}: torch.compile failed in {phase} ({self.compile_failed}); running eager",
+                  file=sys.stderr, flush=True)
+            self.net = self.model
+            start = time.perf_counter()
+            self._run(phase)
+        return time.perf_counter() - start
+
+    def _run(self, phase: str) -> None:
+        if phase == "train":
+            self.train_step()
+        else:
+            self.infer(BATCH_LATENCY if phase == "latency" else BATCH_INFER)
+
+
+PHASES = {"latency": BATCH_LATENCY, "infer": BATCH_INFER, "train": BATCH_TRAIN}
+
+
+# --- the second process (glibc's default allocator) --------------------------------------------
+
+
+def serve() -> int:
+    """Answer one JSON command per line on stdin: {"setup": [keys]} or {"run": phase}."""
+    runners: dict[str, Runner] = {}
+    for line in sys.stdin:
+        command = json.loads(line)
+        if "setup" in command:
+            runners = {key: Runner(spec_by_key(key)) for key in command["setup"]}
+            reply: dict[str, Any] = {"ok": True, "malloc": _runtime_record()}
+        else:
+            reply = {key: runner.unit(command["run"]) for key, runner in runners.items()}
+        print(json.dumps(reply), flush=True)
+    return 0
+
+
+class Second:
+    """The child process that holds the default-allocator contenders."""
+
+    def __init__(self, keys: list[str]) -> None:
+        env = {**os.environ, "UNETKIT_MALLOC": "default"}
+        self.keys = keys
+        self.process = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, env=env) if keys else None
+        self.record = self._ask({"setup": keys}) if keys else {}
+
+    def _ask(self, command: dict[str, Any]) -> dict[str, Any]:
+        assert self.process and self.process.stdin and self.process.stdout
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the default-allocator process stopped; run it alone: speed.py --serve")
+        return json.loads(line)
+
+    def run(self, phase: str) -> dict[str, float]:
+        return self._ask({"run": phase}) if self.process else {}
+
+    def close(self) -> None:
+        if self.process:
+            assert self.process.stdin
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
+
+
+def spec_by_key(key: str) -> Spec:
+    return next(spec for spec in CONTENDERS if spec.key == key)
+
+
+def _runtime_record() -> dict[str, Any]:
+    from unetkit import runtime
+
+    return runtime.configure()
+
+
+# --- the ceiling ----------------------------------------------------------------------------------
+
+
+def measure_peak(threads: int) -> dict[str, Any]:
+    """Build and run peak.c; None values (with the reason) where gcc or AVX512-BF16 is missing."""
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        return {"fp32_gflops": None, "bf16_gflops": None, "how": "not measured: no C compiler on PATH"}
+    flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").exists() else ""
+    if "avx512f" not in flags:
+        return {"fp32_gflops": None, "bf16_gflops": None, "how": "not measured: the CPU has no AVX-512"}
+    with tempfile.TemporaryDirectory() as folder:
+        binary = Path(folder) / "peak"
+        build = [gcc, "-O2", "-mavx512f", "-mavx512bf16", "-fopenmp", str(HERE / "peak.c"), "-o", str(binary)]
+        made = subprocess.run(build, capture_output=True, text=True)
+        if made.returncode:
+            return {"fp32_gflops": None, "bf16_gflops": None, "how": f"not measured: {made.stderr.strip()[:200]}"}
+        if "avx512_bf16" not in flags:  # the binary would fault on vdpbf16ps
+            return {"fp32_gflops": None, "bf16_gflops": None, "how": "not measured: no avx512_bf16"}
+        out = subprocess.run([str(binary), str(threads), "3"], capture_output=True, text=True, check=True).stdout
+    result = json.loads(out)
+    result.pop("sink", None)
+    version = subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    result["how"] = (f"benchmarks/peak.c built now with `{' '.join(['gcc'] + build[1:5])}` ({version}); "
+                     f"{threads} OpenMP threads, 16 independent zmm chains each; best of 5 alternating runs")
+    return result
+
+
+def measure_conv(repeats: int) -> list[dict[str, Any]]:
+    """One 3x3 convolution (256 -> 256, 64 x 64, batch 8) per precision and layout, round robin."""
+    cases = []
+    for dtype in (torch.bfloat16, torch.float32):
+        for layout in ("channels_last", "nchw"):
+            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+            x = torch.randn(8, 256, 64, 64).to(dtype).contiguous(memory_format=fmt)
+            w = torch.randn(256, 256, 3, 3).to(dtype).contiguous(memory_format=fmt)
+            cases.append((str(dtype).replace("torch.", ""), layout, x, w))
+    flops = 2 * 256 * 256 * 9 * 64 * 64 * 8
+    times: dict[int, list[float]] = {i: [] for i in range(len(cases))}
+    with torch.inference_mode():
+        for _, _, x, w in cases:
+            torch.nn.functional.conv2d(x, w, padding=1)
+        for _ in range(max(repeats, 5)):
+            for i, (_, _, x, w) in enumerate(cases):
+                start = time.perf_counter()
+                torch.nn.functional.conv2d(x, w, padding=1)
+                times[i].append(time.perf_counter() - start)
+    return [{"dtype": d, "layout": lay, "gflops": flops / statistics.median(times[i]) / 1e9}
+            for i, (d, lay, _, _) in enumerate(cases)]
+
+
+def count_flops(network: str) -> dict[str, float]:
+    """FLOPs per 256 x 256 image: forward, and forward + backward of a training step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from unetkit.train.losses import SegmentationLoss
+
+    model = build_network(Spec("count", "count", network=network, fused=False)).train()
+    x = torch.randn(2, BANDS, SIZE, SIZE)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    forward = counter.get_total_flops() / 2
+    with FlopCounterMode(display=False) as counter:
+        SegmentationLoss("ce+dice", "multiclass")(model(x), torch.randint(0, CLASSES, (2, SIZE, SIZE))).backward()
+    return {"forward": forward, "train": counter.get_total_flops() / 2}
+
+
+# --- the contenders, round robin -------------------------------------------------------------------
+
+
+def measure_contenders(specs: list[Spec], repeats: int, warmup: int) -> dict[str, Any]:
+    here = [s for s in specs if s.malloc == "tuned"]
+    there = [s for s in specs if s.malloc == "default"]
+    second = Second([s.key for s in there])
+    runners = {s.key: Runner(s) for s in here}
+    times: dict[str, dict[str, list[float]]] = {s.key: {p: [] for p in PHASES} for s in specs}
+    first_call: dict[str, dict[str, float]] = {s.key: {} for s in here}
+    try:
+        for phase in PHASES:
+            for spec in here:  # warm-up (and compilation), not counted
+                first_call[spec.key][phase] = runners[spec.key].unit(phase)
+                for _ in range(warmup - 1):
+                    runners[spec.key].unit(phase)
+            for _ in range(warmup):
+                second.run(phase)
+            for _ in range(repeats):
+                for spec in here:
+                    times[spec.key][phase].append(runners[spec.key].unit(phase))
+                for key, seconds in second.run(phase).items():
+                    times[key][phase].append(seconds)
+            print(f"  {phase}: done", file=sys.stderr, flush=True)
+    finally:
+        second.close()
+    failed = {key: runner.compile_failed for key, runner in runners.items() if runner.compile_failed}
+    return {"times": times, "first_call_s": first_call, "second_process": second.record, "compile_failed": failed}
+
+
+def peak_rss(spec: Spec, steps: int = 4) -> float | None:
+    """Peak RSS (MiB) of a fresh process that builds the contender and trains `steps` steps."""
+    env = {**os.environ}
+    if spec.malloc == "default":
+        env["UNETKIT_MALLOC"] = "default"
+    out = subprocess.run([sys.executable, __file__, "--rss", spec.key, "--steps", str(steps)], env=env,
+                         capture_output=True, text=True)
+    if out.returncode:
+        last = [line for line in out.stderr.strip().splitlines() if line.strip()]
+        print(f"  peak RSS of {spec.key} failed: {last[-1] if last else out.returncode}", file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set (VmHWM). Not getrusage's ru_maxrss: Linux carries that
+    over from the parent through fork and exec, so a child started by a big parent reports
+    the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_child(key: str, steps: int) -> int:
+    _runtime_record()
+    runner = Runner(spec_by_key(key))
+    for _ in range(steps):
+        runner.unit("train")
+    print(json.dumps({"peak_rss_mib": peak_rss_mib(), "compile_failed": runner.compile_failed}))
+    return 0
+
+
+# --- cost against image size ----------------------------------------------------------------------
+
+
+def scale_child(size: int, bands: int, classes: int, repeats: int) -> int:
+    """Predict one size x size image with unetkit's Predictor at its defaults; print time and RSS."""
+    import numpy as np
+
+    from unetkit.infer import Predictor
+    from unetkit.nn import UNet
+
+    _runtime_record()
+    torch.manual_seed(0)
+    model = UNet(in_channels=bands, num_classes=classes, base_channels=SCALING_BASE).eval()
+    meta = {"task": "multiclass", "threshold": 0.5, "train": {},
+            "data": {"task": "multiclass", "in_channels": bands, "mean": [127.5] * bands, "std": [64.0] * bands,
+                     "classes": [{"id": i, "name": str(i), "color": [0, 0, 0]} for i in range(classes)]}}
+    predictor = Predictor(model, meta=meta)
+    rng = np.random.default_rng(0)
+    shape = (size, size) if bands == 1 else (size, size, bands)
+    predictor.predict(rng.integers(0, 256, (64, 64, bands) if bands > 1 else (64, 64), dtype=np.uint8))
+    base = peak_rss_mib()
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predictor.predict(image)
+        times.append(time.perf_counter() - start)
+    print(json.dumps({
+        "size": size, "bands": bands, "classes": classes, "tile": predictor.tile, "overlap": predictor.overlap,
+        "tiles": predictor.tile_count(size, size) if hasattr(predictor, "tile_count") else None,
+        "precision": predictor.engine.precision, "seconds": statistics.median(times),
+        "peak_rss_mib": peak_rss_mib(), "rss_after_warmup_mib": base,
+    }))
+    return 0
+
+
+def measure_scaling(sizes: list[int], large: int | None) -> list[dict[str, Any]]:
+    rows = []
+    jobs = [(s, BANDS, CLASSES, 3 if s <= 1024 else 1) for s in sizes]
+    if large:
+        jobs.append((large, 1, 2, 1))
+    for size, bands, classes, repeats in jobs:
+        out = subprocess.run([sys.executable, __file__, "--scale", str(size), "--bands", str(bands),
+                              "--classes", str(classes), "--repeats", str(repeats)], capture_output=True, text=True)
+        if out.returncode:
+            rows.append({"size": size, "bands": bands, "error": out.stderr.strip().splitlines()[-1][:300]})
+        else:
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"  scaling {size}: done", file=sys.stderr, flush=True)
+    return rows
+
+
+# --- the data loader alone ------------------------------------------------------------------------
+
+
+def measure_loader(data: Path | None, batches: int) -> dict[str, Any]:
+    """The trainer's training DataLoader at its defaults, alone, against the trainer's model step
+    on the same batches (1 band in, trainer defaults: base 32, patch 128, batch 8)."""
+    from torch.utils.data import DataLoader
+
+    from unetkit.data import SegmentationDataset, inspect_dataset
+    from unetkit.data.transforms import build_augmentation
+    from unetkit.nn import UNet
+    from unetkit.train.config import TrainConfig
+    from unetkit.train.device import default_workers
+    from unetkit.train.losses import DEFAULT_LOSS, SegmentationLoss
+
+    c = TrainConfig()
+    with tempfile.TemporaryDirectory() as folder:
+        source = "ISBI 2012"
+        if data is None or not data.exists():
+            from unetkit.data.synth import write_dataset
+
+            data, source = Path(folder) / "cells", "generated cells (ISBI 2012 absent)"
+            write_dataset("cells", data, count=40, size=256, seed=0)
+        spec, splits = inspect_dataset(str(data), val_fraction=c.val_fraction, seed=c.seed)
+        patch = (c.patch_size, c.patch_size)
+        dataset = SegmentationDataset(str(data), splits["train"], spec, patch_size=patch, seed=c.seed,
+                                      transform=build_augmentation(patch, level=c.augment,
+                                                                   ignore_index=spec.ignore_index))
+        workers = default_workers()
+        loader = DataLoader(dataset, batch_size=c.batch_size, shuffle=True, num_workers=workers, drop_last=False)
+        batches_seen, images, start = 0, 0, time.perf_counter()
+        kept = []
+        while batches_seen < batches:
+            for batch in loader:
+                images += batch["image"].shape[0]
+                batches_seen += 1
+                if len(kept) < 2:
+                    kept.append(batch)
+                if batches_seen >= batches:
+                    break
+        loader_ips = images / (time.perf_counter() - start)
+        model = UNet(in_channels=spec.in_channels, num_classes=spec.num_outputs, **c.model_options())
+        model = model.to(memory_format=torch.channels_last).train()
+        loss_fn = SegmentationLoss(DEFAULT_LOSS[spec.task], spec.task, ignore_index=spec.ignore_index)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=TRAIN_LR, weight_decay=TRAIN_WEIGHT_DECAY)
+        step_times = []
+        for i in range(8):
+            batch = kept[i % len(kept)]
+            start = time.perf_counter()
+            x = batch["image"].contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = model(x)
+            loss = loss_fn(logits, batch["mask"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), TRAIN_GRAD_CLIP)
+            optimizer.step()
+            step_times.append(time.perf_counter() - start)
+        model_ips = kept[0]["image"].shape[0] / statistics.median(step_times[2:])
+    return {"data": source, "workers": workers, "batch_size": c.batch_size, "patch_size": c.patch_size,
+            "augment": c.augment, "loader_images_per_s": loader_ips, "model_images_per_s": model_ips,
+            "loader_share_of_step": (1 / loader_ips) / (1 / loader_ips + 1 / model_ips) if workers == 0 else None}
+
+
+# --- the report -----------------------------------------------------------------------------------
+
+
+def precision_choice() -> dict[str, Any]:
+    from unetkit import runtime
+
+    return {"picked": default_precision(), "bf16_speedup": runtime.bf16_speedup(use_cache=False),
+            "bf16_pays": runtime.bf16_pays()}
+
+
+def machine() -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
+    flags = re.search(r"flags\s*:\s*(.*)", cpuinfo)
+    flag_set = set(flags.group(1).split()) if flags else set()
+    onednn = re.search(r"MKL-DNN v([\d.]+)", torch.__config__.show())
+    return {
+        "cpu": model.group(1).strip() if model else platform.processor(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "isa": sorted(flag_set & {"avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "avx512_fp16"}),
+        "torch": torch.__version__, "onednn": onednn.group(1) if onednn else None,
+        "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+        "glibc": platform.libc_ver()[1], "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+                                                               / 2**30, 1),
+    }
+
+
+def summarise(specs: list[Spec], measured: dict[str, Any], flops: dict[str, dict[str, float]],
+              peak: dict[str, Any], rss: dict[str, float]) -> list[dict[str, Any]]:
+    rows = []
+    for spec in specs:
+        t = measured["times"][spec.key]
+        f = flops[spec.network]
+        infer_peak, train_peak = peak.get(spec.peak_key("infer")), peak.get(spec.peak_key("train"))
+        latency = statistics.median(t["latency"])
+        infer_ips = BATCH_INFER / statistics.median(t["infer"])
+        train_ips = BATCH_TRAIN / statistics.median(t["train"])
+        row = {
+            "key": spec.key, "label": spec.label, "spec": asdict(spec),
+            "latency_ms": latency * 1e3, "infer_images_per_s": infer_ips, "train_images_per_s": train_ips,
+            "infer_gflops": infer_ips * f["forward"] / 1e9, "train_gflops": train_ips * f["train"] / 1e9,
+            "spread": {p: (max(v) - min(v)) / statistics.median(v) for p, v in t.items()},
+            "first_call_s": measured["first_call_s"].get(spec.key),
+            "peak_rss_mib": rss.get(spec.key),
+            "compile_failed": measured.get("compile_failed", {}).get(spec.key),
+        }
+        row["infer_of_peak"] = row["infer_gflops"] / infer_peak if infer_peak else None
+        row["train_of_peak"] = row["train_gflops"] / train_peak if train_peak else None
+        rows.append(row)
+    return rows
+
+
+def _f(value: float | None, digits: int = 2, suffix: str = "") -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m, peak, rows = result["machine"], result["peak"], result["contenders"]
+    lines = [
+        f"Measured {result['date']} with `{result['command']}` "
+        f"({result['wall_minutes']:.0f} min; load average {result['load_before'][0]:.2f} before, "
+        f"{result['load_after'][0]:.2f} after: {result['noise']}).",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}), {m['memory_gib']} GiB; torch {m['torch']} "
+        f"(oneDNN {m['onednn']}), {m['torch_threads']} threads, Python {m['python']}, glibc {m['glibc']}.",
+        "",
+        "**Ceiling.** "
+        f"fp32 FMA peak {_f(peak.get('fp32_gflops'), 0)} GFLOP/s, bf16 dot-product peak "
+        f"{_f(peak.get('bf16_gflops'), 0)} GFLOP/s ({peak.get('how')}; measured before and after the contenders "
+        f"(fp32 {_f(peak.get('fp32_gflops_before'), 0)} / {_f(peak.get('fp32_gflops_after'), 0)}), the higher kept).",
+        "",
+        "| one 3x3 conv, 256->256 ch, 64x64, batch 8 | GFLOP/s | of its precision's peak |",
+        "|---|---:|---:|",
+    ]
+    for case in result["conv"]:
+        rate = peak.get("bf16_gflops" if case["dtype"] == "bfloat16" else "fp32_gflops")
+        lines.append(f"| {case['dtype']}, {case['layout']} | {case['gflops']:.0f} | "
+                     f"{_f(case['gflops'] / rate if rate else None)} |")
+    pc = result["precision"]
+    lines += [
+        "",
+        f"**Precision.** A bf16 3x3 convolution runs at {pc['bf16_speedup']:.2f}x the fp32 speed here "
+        f"(unetkit.runtime.bf16_speedup); runtime.bf16_pays() = {pc['bf16_pays']}; train/device.py picks "
+        f"**{_show(pc['picked'])}**" + ("" if {"bf16" if pc["bf16_pays"] else "fp32"} == set(pc["picked"].split("/"))
+                                        else " (device.py does not consult runtime.bf16_pays() yet)") + ".",
+    ]
+    fl = result["flops"]
+    lines += [
+        "",
+        f"FLOPs per 256x256 image (FlopCounterMode, multiply-add = 2): unetkit UNet(3 -> 5, 64..1024) "
+        f"{fl['unetkit']['forward'] / 1e9:.1f} G forward, {fl['unetkit']['train'] / 1e9:.1f} G per training step; "
+        f"BasicUNet{MONAI_FEATURES} {fl['basicunet']['forward'] / 1e9:.1f} G / {fl['basicunet']['train'] / 1e9:.1f} G.",
+        "",
+        "| contender | latency b1 (ms) | inference b8 (img/s) | GFLOP/s | of peak | training b4 (img/s) | GFLOP/s "
+        "| of peak | peak RSS train b4 (MiB) |",  # of peak: of the peak of the precision that phase ran in
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['label']} | {r['latency_ms']:.0f} | {r['infer_images_per_s']:.2f} | {r['infer_gflops']:.0f} | "
+            f"{_f(r['infer_of_peak'])} | {r['train_images_per_s']:.2f} | {r['train_gflops']:.0f} | "
+            f"{_f(r['train_of_peak'])} | {_f(r['peak_rss_mib'], 0)} |")
+    base = {r["key"]: r for r in rows}
+    ref_key = "unetkit-best" if "unetkit-best" in base else "unetkit"
+    if ref_key in base:
+        d = base[ref_key]
+        lines += ["", f"What each setting buys, from `{d['label']}` (its rate / the rate with that setting off; "
+                      "> 1 means the setting pays):", ""]
+        lines += ["| setting | inference b8 | latency b1 | training b4 |", "|---|---:|---:|---:|"]
+        for key, name in (("unetkit-other", "its precision (vs the other one)"),
+                          ("unetkit-unfused", "inference engine + shuffle-concat"),
+                          ("unetkit-nchw", "channels_last (+ the engine)"), ("unetkit-malloc", "allocator fix"),
+                          ("unetkit-plain", "all of them")):
+            if key in base:
+                o = base[key]
+                lines.append(f"| {name} | {d['infer_images_per_s'] / o['infer_images_per_s']:.2f}x | "
+                             f"{o['latency_ms'] / d['latency_ms']:.2f}x | "
+                             f"{d['train_images_per_s'] / o['train_images_per_s']:.2f}x |")
+        for key in ("monai-generic", "monai-generic-fp32"):
+            if key not in base:
+                continue
+            g = base[key]
+            lines += ["", f"{d['label']} / {g['label']}: inference "
+                          f"{d['infer_images_per_s'] / g['infer_images_per_s']:.2f}x, training "
+                          f"{d['train_images_per_s'] / g['train_images_per_s']:.2f}x (images/s; BasicUNet does "
+                          f"{fl['basicunet']['forward'] / fl['unetkit']['forward']:.3f}x the FLOPs per image). "
+                          "Its compilation (first calls, not in the rates): "
+                          + ", ".join(f"{p} {s:.0f} s" for p, s in (g["first_call_s"] or {}).items()) + "."]
+    for r in rows:
+        if r.get("compile_failed"):
+            lines += ["", f"{r['label']}: torch.compile failed ({r['compile_failed']}); that phase ran eager."]
+    lines += ["", "Spread of the repeats ((max - min) / median) is in the JSON file; medians of "
+              f"{result['repeats']} round-robin repeats after {result['warmup']} warm-up units each."]
+    if result.get("scaling"):
+        s0 = result["scaling"][0]
+        sl = result.get("scaling_load")
+        lines += ["", f"**Cost against image size**: unetkit's Predictor at its defaults (tile {s0.get('tile')}, "
+                      f"overlap {s0.get('overlap')}, {s0.get('precision')}) with the trainer's default network "
+                      f"(UNet depth 4, base {SCALING_BASE}: {BANDS} bands -> {CLASSES} classes; the 10000 x 10000 "
+                      "row 1 band -> 2 classes), a fresh process per image; peak RSS is the process's VmHWM"
+                  + (f" (measured apart, load average {sl[0]:.2f} -> {sl[1]:.2f})" if sl else "") + ".", "",
+                  "| image | tiles | seconds | ms per 256x256 of image | peak RSS (MiB) |", "|---|---:|---:|---:|---:|"]
+        for s in result["scaling"]:
+            if "error" in s:
+                lines.append(f"| {s['size']}x{s['size']} | | failed: {s['error']} | | |")
+                continue
+            per = s["seconds"] / (s["size"] ** 2 / SIZE**2) * 1e3
+            lines.append(f"| {s['size']}x{s['size']}, {s['bands']} band(s) | {s['tiles']} | {s['seconds']:.1f} | "
+                         f"{per:.0f} | {s['peak_rss_mib']:.0f} |")
+    if result.get("loader"):
+        ld = result["loader"]
+        share = ld["loader_share_of_step"]
+        lines += ["", f"**Data loader alone** ({ld['data']}, trainer defaults: patch {ld['patch_size']}, batch "
+                      f"{ld['batch_size']}, augment {ld['augment']}, {ld['workers']} workers): "
+                      f"{ld['loader_images_per_s']:.0f} images/s; the model trains at {ld['model_images_per_s']:.0f} "
+                      "images/s on the same batches"
+                  + (f", so loading takes {share:.0%} of a step (no workers: it runs in turn with the model)."
+                     if share is not None else ".")]
+    return "\n".join(lines)
+
+
+def update_markdown(section: str, body: str) -> None:
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+    text = MARKDOWN.read_text() if MARKDOWN.exists() else f"# Benchmarks\n\n{start}\n{end}\n"
+    if start not in text:
+        text += f"\n{start}\n{end}\n"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    MARKDOWN.write_text(f"{head}{start}\n{body}\n{end}{tail}")
+
+
+def only_scaling(args: argparse.Namespace) -> int:
+    latest = max(RESULTS.glob("speed-*.json"), key=lambda path: path.stat().st_mtime)
+    result = json.loads(latest.read_text())
+    load_before = os.getloadavg()
+    sizes = args.sizes or [256, 512, 1024, 2048] + ([] if args.quick else [4096])
+    result["scaling"] = measure_scaling(sizes, None if args.quick else (args.large or None))
+    result["scaling_load"] = [load_before[0], os.getloadavg()[0]]
+    latest.write_text(json.dumps(result, indent=1))
+    text = markdown(result)
+    print(text)
+    if not args.no_markdown:
+        update_markdown("speed", text)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 repeats; no 4096 or 10000 pixel images")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--only", nargs="*", help="contender keys to run (default: all)")
+    parser.add_argument("--no-scaling", action="store_true")
+    parser.add_argument("--only-scaling", action="store_true",
+                        help="measure the image-size rows only, into the latest results file")
+    parser.add_argument("--sizes", type=int, nargs="*", help="image sides for the scaling rows")
+    parser.add_argument("--large", type=int, default=10000, help="side of the one-band tiled image (0: skip)")
+    parser.add_argument("--no-rss", action="store_true")
+    parser.add_argument("--no-loader", action="store_true")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "isbi2012")
+    parser.add_argument("--no-markdown", action="store_true", help="write the JSON only")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rss", help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=4, help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--bands", type=int, default=BANDS, help=argparse.SUPPRESS)
+    parser.add_argument("--classes", type=int, default=CLASSES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        _runtime_record()
+        return serve()
+    if args.rss:
+        return rss_child(args.rss, args.steps)
+    if args.scale:
+        return scale_child(args.scale, args.bands, args.classes, args.repeats or 1)
+
+    runtime = _runtime_record()
+    if args.only_scaling:
+        return only_scaling(args)
+    started, load_before = time.time(), os.getloadavg()
+    repeats = args.repeats or (3 if args.quick else 7)
+    specs = [s for s in CONTENDERS if not args.only or s.key in args.only]
+    print("machine and peak ...", file=sys.stderr, flush=True)
+    info = machine()
+    peak = measure_peak(torch.get_num_threads())
+    conv = measure_conv(repeats)
+    flops = {net: count_flops(net) for net in sorted({s.network for s in specs})}
+    print("contenders ...", file=sys.stderr, flush=True)
+    measured = measure_contenders(specs, repeats, args.warmup)
+    peak_after = measure_peak(torch.get_num_threads())
+    for key in ("fp32_gflops", "bf16_gflops"):  # the clock drifts: keep the higher of the two
+        peak[f"{key}_before"], peak[f"{key}_after"] = peak.get(key), peak_after.get(key)
+        if peak_after.get(key) and (peak.get(key) is None or peak_after[key] > peak[key]):
+            peak[key] = peak_after[key]
+    rss = {} if args.no_rss else {s.key: peak_rss(s) for s in specs}
+    sizes = args.sizes or [256, 512, 1024, 2048] + ([] if args.quick else [4096])
+    scaling = [] if args.no_scaling else measure_scaling(sizes, None if args.quick else (args.large or None))
+    loader = None if args.no_loader else measure_loader(args.data, 12)
+    load_after = os.getloadavg()
+    worst = max(load_before[0], load_after[0], load_after[1])
+    noise = ("quiet machine" if worst < 1.2 else
+             f"NOISY: other work shared the {info['cores']} cores; rates are low by an unknown factor")
+    result = {
+        "date": dt.date.today().isoformat(), "command": "make bench  (.venv/bin/python benchmarks/speed.py"
+        + (" --quick" if args.quick else "") + ")",
+        "machine": info, "runtime": runtime, "peak": peak, "precision": precision_choice(), "conv": conv, "flops": flops, "repeats": repeats,
+        "warmup": args.warmup, "load_before": load_before, "load_after": load_after, "noise": noise,
+        "contenders": summarise(specs, measured, flops, peak, rss), "raw_times": measured["times"],
+        "second_process": measured["second_process"], "scaling": scaling, "loader": loader,
+        "wall_minutes": (time.time() - started) / 60,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"speed-{result['date']}.json"
+    out.write_text(json.dumps(result, indent=1))
+    text = markdown(result)
+    print(text)
+    if not args.no_markdown:
+        update_markdown("speed", text)
+    print(f"wrote {out}" + ("" if args.no_markdown else f" and {MARKDOWN}"), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
