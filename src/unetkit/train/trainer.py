@@ -122,7 +122,7 @@ class Trainer:
         self.config = config
         self.model_factory = model_factory
         self.out = Path(config.out) if config.out else None
-        self.rank, self.world = _distributed_setup()
+        self.rank, self.world, self._owns_group = _distributed_setup()
         self.is_main = self.rank == 0
 
     # --- set-up ------------------------------------------------------------------------
@@ -261,6 +261,15 @@ class Trainer:
     # --- the loop --------------------------------------------------------------------------
 
     def fit(self) -> Run:
+        """Train to the end (or the time limit / early stop); a process group this run opened is
+        closed before returning, since gloo threads left to interpreter shutdown abort the process."""
+        try:
+            return self._fit()
+        finally:
+            if self._owns_group and dist.is_initialized():
+                dist.destroy_process_group()
+
+    def _fit(self) -> Run:
         c = self.config
         self._prepare_out()
         self._build()
@@ -466,15 +475,18 @@ class Trainer:
             print(text, flush=True)
 
 
-def _distributed_setup() -> tuple[int, int]:
-    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1)."""
+def _distributed_setup() -> tuple[int, int, bool]:
+    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1).
+
+    Returns rank, world size and whether this call opened the group (and so must close it)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1
-    if not dist.is_initialized():
+        return 0, 1, False
+    owns = not dist.is_initialized()
+    if owns:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
-    return dist.get_rank(), dist.get_world_size()
+    return dist.get_rank(), dist.get_world_size(), owns
 
 
 def _schedule(kind: str, warmup: int, total: int):
