@@ -469,7 +469,7 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
                          help="test-time augmentation: average flips, or flips and 90-degree rotations")
     predict.add_argument("--threshold", type=float, help="binary/multilabel threshold (default: the model's)")
     predict.add_argument("--probabilities", nargs="?", const="tif", choices=["tif", "npy"],
-                         help="also write probabilities: tif (float32, default) or npy (float16)")
+                         help="also write probabilities, float16, one band per class: tif (default) or npy")
     predict.add_argument("--overlay", action="store_true", help="also write the image with the classes blended in")
     predict.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=4,
                          help="tiles (or small images) per forward pass (default %(default)s)")

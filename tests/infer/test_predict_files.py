@@ -50,7 +50,8 @@ def test_probabilities_and_overlay_are_written_on_request(tmp_path, model_folder
     assert probs.dtype == np.float16 and probs.shape == (3, 40, 50)
     assert np.allclose(probs.astype(np.float32).sum(0), 1.0, atol=3e-3)
     as_tiff = tifffile.imread(tmp_path / "tif" / "a_prob.tif")
-    assert as_tiff.dtype == np.float32 and as_tiff.shape == (40, 50, 3)
+    assert as_tiff.dtype == np.float16 and as_tiff.shape == (40, 50, 3)
+    assert np.array_equal(as_tiff, probs.transpose(1, 2, 0))  # the same numbers in both formats
     overlay = np.array(Image.open(tmp_path / "npy" / "a_overlay.png"))
     assert overlay.shape == (40, 50, 3) and overlay.dtype == np.uint8
 

@@ -3,8 +3,9 @@
 - mask: OUT/<stem>.png, class ids with the class colours as the PNG palette (a TIFF when
   ids exceed 255, a multi-page TIFF of 0/1 planes for multilabel);
 - GeoTIFF inputs: OUT/<stem>.tif with the input's CRS and transform (needs the geo extra);
-- probabilities: OUT/<stem>_prob.npy (float16, K x H x W) or OUT/<stem>_prob.tif (float32,
-  one band per class: data.io writes TIFFs in uint8, uint16 or float32);
+- probabilities: OUT/<stem>_prob.npy (float16, K x H x W) or OUT/<stem>_prob.tif (float16,
+  one band per class, zlib-compressed: half the size of float32, and 3 decimal digits is more
+  than a probability map needs);
 - overlay: OUT/<stem>_overlay.png, the image with each class's colour blended in, for a
   person to look at; classes coloured black (background, by convention) are left clear.
 """
@@ -48,14 +49,18 @@ def write_outputs(job: Job, image: np.ndarray, probs: np.ndarray, mask: np.ndarr
 
 
 def write_probabilities(job: Job, probs: np.ndarray, kind: str) -> Path:
-    """(K, H, W) probabilities as float16 .npy, or float32 .tif with one band per class."""
+    """(K, H, W) probabilities as float16: .npy as is, .tif as (H, W, K), one band per class."""
     if kind == "npy":
         path = job.output("_prob.npy")
         with atomic_path(path) as temp, open(temp, "wb") as handle:
             np.save(handle, probs.astype(np.float16))
         return path
+    import tifffile
+
     path = job.output("_prob.tif")
-    write_image(path, to_hwc(probs) if probs.shape[0] > 1 else probs[0])
+    half = (to_hwc(probs) if probs.shape[0] > 1 else probs[0]).astype(np.float16)
+    with atomic_path(path) as temp:
+        tifffile.imwrite(temp, half, photometric="minisblack", compression="zlib")
     return path
 
 
