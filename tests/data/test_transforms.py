@@ -190,9 +190,32 @@ def test_pickles_for_worker_processes() -> None:
         np.testing.assert_array_equal(a, b)
 
 
+def _orientations(flips: str) -> set[str]:
+    """Which of the 8 flips/turns of an asymmetric mask 40 seeded calls produced."""
+    mask = blobs(24, 5).astype(np.uint8)
+    named = {"same": mask, "left-right": mask[:, ::-1], "up-down": mask[::-1], "transpose": mask.T,
+             "turn": np.rot90(mask), "turn back": np.rot90(mask, -1), "half turn": mask[::-1, ::-1],
+             "anti-transpose": np.rot90(mask, 2).T}
+    aug = build_augmentation(None, level="light", flips=flips)
+    seen = set()
+    for seed in range(40):
+        _, out = aug(normalised(24, 1, seed), mask, seed)
+        seen |= {name for name, candidate in named.items() if np.array_equal(out, candidate)}
+    return seen
+
+
+def test_flips_choose_which_orientations_training_sees() -> None:
+    assert _orientations("all") == {"same", "left-right", "up-down", "transpose", "turn", "turn back",
+                                    "half turn", "anti-transpose"}
+    assert _orientations("horizontal") == {"same", "left-right"}  # a road scene never stands on its head
+    assert _orientations("none") == {"same"}
+
+
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(UnetkitError, match="level 'extreme' is unknown"):
         build_augmentation((32, 32), level="extreme")
+    with pytest.raises(UnetkitError, match="flips 'vertical' is unknown"):
+        build_augmentation((32, 32), flips="vertical")
     with pytest.raises(UnetkitError, match="patch size"):
         build_augmentation((0, 32))
     aug = build_augmentation((16, 16))

@@ -23,7 +23,8 @@ def test_unknown_key_names_the_closest_setting():
 @pytest.mark.parametrize(
     "values, flag",
     [({"batch_size": 0}, "batch_size"), ({"val_fraction": 1.0}, "val_fraction"), ({"loss": "mse"}, "loss"),
-     ({"patch_size": 100}, "patch_size"), ({"lr": -1.0}, "lr"), ({"epochs": "many"}, "epochs")],
+     ({"patch_size": 100}, "patch_size"), ({"lr": -1.0}, "lr"), ({"epochs": "many"}, "epochs"),
+     ({"flips": "vertical"}, "flips")],
 )
 def test_out_of_range_values_name_the_flag(values, flag):
     with pytest.raises(UnetkitError, match=flag):

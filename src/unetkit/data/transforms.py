@@ -8,6 +8,10 @@ Built on albumentations 2.0.8 (the last MIT release). Levels (`build_augmentatio
   gamma, Gaussian noise, Gaussian blur;
 - ``strong``: wider ranges, + rotation by any angle up to 30 degrees, elastic 50%.
 
+``flips`` says which of the flips the levels above ``none`` use: ``all`` (the 8 flips and
+90-degree turns, for images without an up: microscopy, aerial and satellite tiles),
+``horizontal`` (left-right mirroring only, for scenes with a sky and a road) or ``none``.
+
 The elastic deformation is the U-Net paper's: Gaussian random displacements on a coarse 3x3
 grid, bicubic-interpolated to every pixel (std 2-4% of the patch side, 5-10 px at 256 px;
 3-5% for ``strong``), mirrored at the borders.
@@ -43,6 +47,7 @@ import cv2  # noqa: E402
 from unetkit.errors import UnetkitError  # noqa: E402
 
 LEVELS = ("none", "light", "default", "strong")
+FLIPS = ("all", "horizontal", "none")
 
 _CONSTANT = cv2.BORDER_CONSTANT
 _MIRROR = cv2.BORDER_REFLECT_101
@@ -165,11 +170,16 @@ _RECIPES = {
 }
 
 
-def _pipeline(recipe: _Recipe, patch_size: tuple[int, int] | None, fill_code: int) -> list[A.BasicTransform]:
+def _pipeline(recipe: _Recipe, patch_size: tuple[int, int] | None, fill_code: int,
+              flips: str = "all") -> list[A.BasicTransform]:
     """Geometry first (crop early so later steps touch only the patch), intensity last."""
     geometric: list[A.BasicTransform] = []
     square = patch_size is None or patch_size[0] == patch_size[1]
-    dihedral = [A.D4(p=1.0)] if recipe.dihedral else []
+    dihedral: list[A.BasicTransform] = []
+    if recipe.dihedral and flips == "all":
+        dihedral = [A.D4(p=1.0)]
+    elif recipe.dihedral and flips == "horizontal":
+        dihedral = [A.HorizontalFlip(p=0.5)]
     if not square:  # a 90-degree turn of a non-square patch changes its shape: turn the image
         geometric += dihedral
     if recipe.scale is not None:
@@ -236,8 +246,10 @@ class Augmentation:
     processes each get their own copy; it pickles).
     """
 
-    def __init__(self, level: str, patch_size: tuple[int, int] | None, ignore_index: int | None) -> None:
+    def __init__(self, level: str, patch_size: tuple[int, int] | None, ignore_index: int | None,
+                 flips: str = "all") -> None:
         self.level = level
+        self.flips = flips
         self.patch_size = patch_size
         self.ignore_index = ignore_index
         self._fill_label = 0 if ignore_index is None else int(ignore_index)
@@ -247,7 +259,7 @@ class Augmentation:
     def _compose(self, fill_code: int) -> A.Compose:
         """One Compose per padding code (the code depends on the mask's labels; usually one)."""
         if fill_code not in self._compose_by_fill:
-            transforms = _pipeline(self._recipe, self.patch_size, fill_code)
+            transforms = _pipeline(self._recipe, self.patch_size, fill_code, self.flips)
             self._compose_by_fill[fill_code] = A.Compose(transforms, p=1.0)
         return self._compose_by_fill[fill_code]
 
@@ -258,7 +270,7 @@ class Augmentation:
 
     def __repr__(self) -> str:
         return (
-            f"Augmentation(level={self.level!r}, patch_size={self.patch_size}, "
+            f"Augmentation(level={self.level!r}, flips={self.flips!r}, patch_size={self.patch_size}, "
             f"ignore_index={self.ignore_index}, steps={self.transform_names})"
         )
 
@@ -284,7 +296,8 @@ class Augmentation:
 
 
 def build_augmentation(
-    patch_size: tuple[int, int] | None, *, level: str = "default", ignore_index: int | None = None
+    patch_size: tuple[int, int] | None, *, level: str = "default", ignore_index: int | None = None,
+    flips: str = "all",
 ) -> Augmentation:
     """The augmentation of one level; patch_size crops (and pads) every sample to (ph, pw).
 
@@ -293,11 +306,13 @@ def build_augmentation(
     """
     if level not in _RECIPES:
         raise UnetkitError(f"augmentation level {level!r} is unknown: use one of {', '.join(LEVELS)}")
+    if flips not in FLIPS:
+        raise UnetkitError(f"flips {flips!r} is unknown: use one of {', '.join(FLIPS)}")
     if patch_size is not None:
         patch_size = (int(patch_size[0]), int(patch_size[1]))
         if min(patch_size) < 1:
             raise UnetkitError(f"patch size {patch_size} must be positive: use e.g. 256 or 256x256")
-    return Augmentation(level, patch_size, ignore_index)
+    return Augmentation(level, patch_size, ignore_index, flips)
 
 
-__all__ = ["LEVELS", "Augmentation", "build_augmentation"]
+__all__ = ["FLIPS", "LEVELS", "Augmentation", "build_augmentation"]

@@ -34,6 +34,7 @@ class TrainConfig:
     patch_size: int = 128
     batch_size: int = 8
     augment: str = "default"  # none | light | default | strong
+    flips: str = "all"  # all (8 flips/90-degree turns: microscopy, aerial) | horizontal (scenes with an up) | none
     cache: bool = False
     workers: int | None = None  # DataLoader workers; None = chosen from the cores
     include_alpha: bool = False
@@ -78,6 +79,7 @@ class TrainConfig:
         """Refuse values that cannot work, naming the flag; return self for chaining."""
         _choice("task", self.task, (None, "binary", "multiclass", "multilabel"))
         _choice("augment", self.augment, ("none", "light", "default", "strong"))
+        _choice("flips", self.flips, ("all", "horizontal", "none"))
         _choice("up_mode", self.up_mode, ("transpose", "nearest", "bilinear"))
         _choice("norm", self.norm, ("batch", "instance", "group", None))
         _choice("padding", self.padding, ("same", "valid"))

@@ -181,7 +181,7 @@ class Trainer:
         if c.border_weights and spec.task != "binary":
             raise UnetkitError("--border_weights is for binary tasks (touching objects vs background).")
         patch = (c.patch_size, c.patch_size)
-        augmentation = build_augmentation(patch, level=c.augment, ignore_index=spec.ignore_index)
+        augmentation = build_augmentation(patch, level=c.augment, ignore_index=spec.ignore_index, flips=c.flips)
         train_set = SegmentationDataset(
             c.data, self.splits["train"], spec, transform=augmentation, patch_size=patch, cache=c.cache, seed=c.seed
         )
