@@ -471,8 +471,9 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--probabilities", nargs="?", const="tif", choices=["tif", "npy"],
                          help="also write probabilities, float16, one band per class: tif (default) or npy")
     predict.add_argument("--overlay", action="store_true", help="also write the image with the classes blended in")
-    predict.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=4,
-                         help="tiles (or small images) per forward pass (default %(default)s)")
+    predict.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int,
+                         help="tiles (or small images) per forward pass (default: about 512 x 512 pixels "
+                         "of tiles on the CPU, 4 on a GPU)")
     predict.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"],
                          help="auto: onnx for a .onnx model, torch otherwise")
     predict.add_argument("--device", default="auto")

@@ -17,6 +17,7 @@ import torch
 import unetkit
 from unetkit.errors import UnetkitError
 from unetkit.infer import Predictor, predict
+from unetkit.infer.predictor import default_batch
 from unetkit.infer.model_info import ModelInfo
 from unetkit.infer.tiling import reflect_indices
 from unetkit.nn import probabilities
@@ -179,6 +180,14 @@ def test_default_tile_is_twice_the_patch_as_a_multiple_of_two_to_the_depth():
     info = ModelInfo.from_meta({"model": {"depth": 4}, "train": {"patch_size": 100}}, "m")
     assert info.default_tile() == 208
     assert ModelInfo.from_meta({"model": {"depth": 2}}, "m").default_tile() == 512
+
+
+def test_default_tile_batch_holds_about_512_squared_pixels_on_the_cpu(model_folder):
+    assert Predictor(model_folder, tile=512, precision="fp32").batch_size == 1
+    assert Predictor(model_folder, tile=256, precision="fp32").batch_size == 4
+    assert Predictor(model_folder, tile=64, precision="fp32").batch_size == 8  # capped
+    assert Predictor(model_folder, tile=512, precision="fp32", batch_size=3).batch_size == 3
+    assert default_batch(512, on_gpu=True) == 4
 
 
 @pytest.mark.parametrize("option, message", [

@@ -76,7 +76,11 @@ class OnnxEngine:
 
     @property
     def device(self) -> torch.device:
-        return torch.device("cpu")
+        return torch.device("cpu")  # where its inputs and outputs live
+
+    @property
+    def on_gpu(self) -> bool:
+        return "CUDAExecutionProvider" in self.session.get_providers()
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         (logits,) = self.session.run(None, {self.input_name: batch.contiguous().numpy()})

@@ -6,6 +6,9 @@ forward pass would. A larger one is cut into overlapping tiles on the model's po
 running average over the image, and the mask is decoded from it at the end, in row bands.
 Memory is the tile batch plus that average (K x H x W float32) plus the image and the mask:
 a 10000 x 10000 image with two classes needs 0.8 GB of averages, whatever the tile count.
+On the CPU the default tile batch holds about 512 x 512 pixels (one 512 tile, four 256
+tiles): a bigger batch buys no speed there, where one tile already fills the cores, and
+costs activation memory (BENCHMARKS.md).
 
 Test-time augmentation (`tta="flips"` or `"full"`) averages the probabilities of the
 flipped (and 90-degree rotated) inputs, mapped back, as the original U-Net paper did for
@@ -40,7 +43,9 @@ class Predictor:
     `model` is a model folder (RUN_DIR/best), an exported .onnx file, or a `UNet` (then pass
     its `meta` from `unetkit.load` to get its normalisation and classes; without it the image
     is used as given). `tile` is the tile side in pixels (default: twice the training patch,
-    a multiple of 2**depth); `overlap` the fraction of a tile shared with its neighbour.
+    a multiple of 2**depth); `overlap` the fraction of a tile shared with its neighbour;
+    `batch_size` the tiles per forward pass (default: about 512 x 512 pixels of tiles on the
+    CPU, 4 tiles on a GPU).
     """
 
     def __init__(
@@ -51,7 +56,7 @@ class Predictor:
         tile: int | None = None,
         overlap: float = 0.5,
         tta: str = "none",
-        batch_size: int = 4,
+        batch_size: int | None = None,
         device: str = "auto",
         precision: str = "auto",
         threshold: float | None = None,
@@ -63,10 +68,11 @@ class Predictor:
         self.threshold = self.info.threshold if threshold is None else float(threshold)
         self.overlap = float(overlap)
         self.tta = tta
-        self.batch_size = int(batch_size)
         self.progress = progress
         self._transforms = _tta_transforms(tta)
         self._in_tile, self._out_tile, self._margin = _tile_geometry(self.info, unet, tile)
+        on_gpu = getattr(self.engine, "on_gpu", self.engine.device.type != "cpu")
+        self.batch_size = int(batch_size) if batch_size is not None else default_batch(self._in_tile, on_gpu)
 
     @property
     def tile(self) -> int:
@@ -189,6 +195,13 @@ def predict(model: UNet | str | Path | Predictor, image: np.ndarray, *, meta: di
     return Predictor(model, meta=meta, **options).predict(image)
 
 
+def default_batch(tile: int, on_gpu: bool) -> int:
+    """Tiles per forward pass: 4 on a GPU; on the CPU as many as make about 512 x 512 pixels."""
+    if on_gpu:
+        return 4
+    return max(1, min(8, (512 * 512) // max(tile * tile, 1)))
+
+
 def decode_probabilities(probs: np.ndarray, info: ModelInfo, threshold: float) -> np.ndarray:
     """(K, H, W) probabilities -> mask. multiclass: arg-max mapped to the class ids; binary:
     foreground where p > threshold (class ids of background/foreground); multilabel: (L, H, W)
@@ -254,7 +267,7 @@ def _tile_geometry(info: ModelInfo, unet: UNet | None, tile: int | None) -> tupl
     return size, out, (size - out) // 2
 
 
-def _check_settings(tile: int | None, overlap: float, tta: str, batch_size: int, threshold: float | None,
+def _check_settings(tile: int | None, overlap: float, tta: str, batch_size: int | None, threshold: float | None,
                     engine: str) -> None:
     if tile is not None and int(tile) < 1:
         raise UnetkitError(f"--tile {tile} must be a positive number of pixels.")
@@ -262,7 +275,7 @@ def _check_settings(tile: int | None, overlap: float, tta: str, batch_size: int,
         raise UnetkitError(f"--overlap {overlap} is a fraction of the tile: use a value in [0, 1), e.g. 0.5.")
     if tta not in TTA_MODES:
         raise UnetkitError(f"--tta {tta!r} is not known: use none, flips or full.")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise UnetkitError(f"--batch-size {batch_size} must be at least 1.")
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise UnetkitError(f"--threshold {threshold} must lie strictly between 0 and 1.")
