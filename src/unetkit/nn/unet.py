@@ -174,7 +174,8 @@ class UNet(nn.Module):
         return [*self.parameters(), *self.buffers()]
 
     def train(self, mode: bool = True) -> UNet:
-        _ENGINES.pop(self, None)  # switching modes is where weights stop or start changing
+        if mode != self.training:  # a real switch: training will change the weights, drop the engine
+            _ENGINES.pop(self, None)  # (model.eval() before every batch, a common habit, keeps it)
         return super().train(mode)
 
     def _apply(self, fn: Any, recurse: bool = True) -> UNet:

@@ -1,0 +1,140 @@
+"""The CPU inference engine (nn/fused.py) and the shuffle-concat decoder path (nn/blocks.py)
+against the network as written: the speed paths must compute the same function."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unetkit.nn import UNet, fused
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+
+
+def _trained_looking(model: UNet, seed: int = 0) -> UNet:
+    """Give every batch norm non-trivial running statistics and affine terms (as after training),
+    so that folding them into the convolutions is really exercised."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=generator) * 0.3)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(n, generator=generator) * 0.1)
+    return model.eval()
+
+
+def _plain(model: UNet, x: torch.Tensor) -> torch.Tensor:
+    model.fused_inference = False
+    try:
+        with torch.inference_mode():
+            return model(x)
+    finally:
+        model.fused_inference = True
+
+
+def _engine(model: UNet, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(x.contiguous(memory_format=torch.channels_last))
+
+
+@pytest.mark.parametrize("up_mode, norm, padding, depth, size", [
+    ("transpose", "batch", "same", 3, (37, 45)),
+    ("transpose", None, "same", 2, (16, 16)),
+    ("nearest", "batch", "same", 2, (19, 30)),
+    ("bilinear", "batch", "same", 3, (24, 17)),
+    ("transpose", "batch", "valid", 2, (44, 60)),
+])
+def test_engine_gives_the_logits_of_the_plain_network_in_fp32(up_mode, norm, padding, depth, size):
+    torch.manual_seed(0)
+    model = _trained_looking(UNet(in_channels=3, num_classes=4, depth=depth, base_channels=8, up_mode=up_mode,
+                                  norm=norm, padding=padding))
+    x = torch.randn(2, 3, *size)
+    expected = _plain(model, x)
+    got = _engine(model, x)
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), (got - expected).abs().max()
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no bf16 in oneDNN")
+def test_engine_in_bf16_agrees_with_bf16_autocast_within_its_rounding():
+    torch.manual_seed(1)
+    model = _trained_looking(UNet(in_channels=1, num_classes=3, depth=3, base_channels=8))
+    x = torch.randn(2, 1, 40, 40)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = _engine(model, x).float()
+        expected = _plain(model, x).float()
+    exact = _plain(model, x)
+    scale = exact.abs().max()
+    assert (got - exact).abs().max() < 0.05 * scale  # bf16 keeps 8 bits of mantissa
+    assert (got.argmax(1) == expected.argmax(1)).float().mean() > 0.98
+
+
+def test_engine_is_built_once_and_follows_changed_weights(monkeypatch):
+    builds = []
+    original = fused.FusedUNet.__init__
+
+    def counting(self, *args, **kwargs):
+        builds.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(fused.FusedUNet, "__init__", counting)
+    torch.manual_seed(2)
+    model = _trained_looking(UNet(in_channels=1, num_classes=2, depth=2, base_channels=4))
+    x = torch.randn(1, 1, 16, 16)
+    first = _engine(model, x)
+    for _ in range(3):
+        model.eval()  # a common habit before every batch: must not rebuild the engine
+        assert torch.equal(_engine(model, x), first)
+    assert len(builds) == 1
+    with torch.no_grad():
+        model.head.bias.add_(1.0)  # any in-place change of a weight is seen
+    moved = _engine(model, x)
+    assert len(builds) == 2
+    assert torch.allclose(moved, first + 1.0, atol=1e-5)
+    assert torch.allclose(moved, _plain(model, x), atol=1e-5)
+    model.train()
+    model.eval()  # a real switch drops the engine: training would have changed the weights
+    _engine(model, x)
+    assert len(builds) == 3
+
+
+def test_hooks_and_unfoldable_norms_run_the_network_as_written(monkeypatch):
+    monkeypatch.setattr(fused.FusedUNet, "__init__", lambda *a, **k: pytest.fail("engine built"))
+    torch.manual_seed(3)
+    seen = []
+    hooked = UNet(in_channels=1, num_classes=2, depth=2, base_channels=4).eval()
+    hooked.encoder[0].register_forward_hook(lambda module, inputs, output: seen.append(output[0].shape))
+    _engine(hooked, torch.randn(1, 1, 16, 16))
+    assert seen  # explain and user hooks see every layer
+    grouped = UNet(in_channels=1, num_classes=2, depth=2, base_channels=4, norm="group").eval()
+    assert not fused.supported(grouped)
+    x = torch.randn(1, 1, 16, 16)
+    assert torch.allclose(_engine(grouped, x), _plain(grouped, x))
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_shuffle_concat_gives_the_same_training_step(padding):
+    """The transposed conv as 1x1 conv + shuffle into the concatenation: same logits, same gradients."""
+    torch.manual_seed(4)
+    size = 44 if padding == "valid" else 36
+    x = torch.randn(2, 3, size, size).contiguous(memory_format=torch.channels_last)
+    results = []
+    for shuffle in (True, False):
+        torch.manual_seed(5)
+        model = UNet(in_channels=3, num_classes=3, depth=2, base_channels=8, padding=padding)
+        model = model.to(memory_format=torch.channels_last).train()
+        for block in model.decoder:
+            block.shuffle_concat = shuffle
+        if shuffle:
+            assert all(block._can_shuffle(torch.empty(1, 16, 4, 4).contiguous(memory_format=torch.channels_last),
+                                          torch.empty(1, 8, 8, 8).contiguous(memory_format=torch.channels_last))
+                       for block in model.decoder[:1])
+        out = model(x)
+        out.square().mean().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (out_a, grads_a), (out_b, grads_b) = results
+    assert torch.allclose(out_a, out_b, atol=1e-5)
+    for name, grad in grads_a.items():
+        assert torch.allclose(grad, grads_b[name], atol=1e-5, rtol=1e-4), name
