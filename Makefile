@@ -29,11 +29,13 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# Speed against the cores' peak and MONAI's BasicUNet, then accuracy on ISBI 2012 (20 min per
-# network); both update BENCHMARKS.md. Not part of `make test`. MINUTES=5 for a shorter run.
+# Speed against the cores' peak and MONAI's BasicUNet, the memory of a training step, then
+# accuracy on ISBI 2012 (20 min per network); each updates its section of BENCHMARKS.md.
+# Not part of `make test`. MINUTES=5 for a shorter run.
 MINUTES ?= 20
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/speed.py
+	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/accuracy.py --minutes $(MINUTES)
 
 lint: $(VENV)/.installed-dev

@@ -122,9 +122,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"Measured {result['date']} with `{result['command']}`: a budget of {result['minutes']:g} minutes of "
         f"training per network (validation and checkpoints inside it), on {result['machine']} "
-        f"(load average {result['load_before']:.2f} before, {result['load_after']:.2f} after"
-        + ("; NOISY: other work shared the cores, so both networks saw fewer images than they would alone"
-           if max(result["load_before"], result["load_after"]) > 1.2 else "") + ").",
+        f"(load average {result['load_before']:.2f} before, {result['load_after']:.2f} after, this benchmark's "
+        "own training included).",
         "",
         f"Data: ISBI 2012 ({result['data']}), 24 training slices, scored on the 6 of splits/val.txt with the "
         "final weights, whole 512 x 512 slices. Same loop for both: unetkit's Trainer at its defaults "

@@ -17,8 +17,8 @@ What it measures, in this order (see BENCHMARKS.md for the tables it writes):
    allocator run in a second process (the allocator is set once per process) whose rounds
    alternate with this one's.
 4. Peak RSS of a training run at batch 4 (a fresh process per contender, 4 steps).
-5. How cost grows with work: the predictor at its defaults, with the trainer's default network
-   (base 32), on one image of 256 ... 4096 pixels square and on a 10000 x 10000 one-band image
+5. How cost grows with work: the predictor at its defaults, with a base-32 network
+   on one image of 256 ... 4096 pixels square and on a 10000 x 10000 one-band image
    (a fresh process each: time and peak RSS).
 6. The data loader alone (the trainer's, at its defaults) against the model's training rate.
 
@@ -55,7 +55,7 @@ SIZE = 256
 BANDS, CLASSES = 3, 5
 BATCH_LATENCY, BATCH_INFER, BATCH_TRAIN = 1, 8, 4
 MONAI_FEATURES = (64, 128, 256, 512, 1024, 64)
-SCALING_BASE = 32  # the trainer's default width (a quarter of the classic network's FLOPs)
+SCALING_BASE = 32  # twice the trainer's default width (base 16); a quarter of the classic network's FLOPs
 # unetkit's trainer: AdamW(lr, weight_decay) + clip_grad_norm_(grad_clip), CE + Dice for multiclass
 TRAIN_LR, TRAIN_WEIGHT_DECAY, TRAIN_GRAD_CLIP = 1e-3, 1e-4, 12.0
 
@@ -137,9 +137,6 @@ def contenders() -> list[Spec]:
     return specs
 
 
-CONTENDERS = contenders()
-
-
 def build_network(spec: Spec, bands: int = BANDS, classes: int = CLASSES) -> torch.nn.Module:
     torch.manual_seed(0)
     if spec.network == "unetkit":
@@ -175,6 +172,7 @@ class Runner:
             torch._dynamo.config.recompile_limit = 64
         self.net = torch.compile(self.model, dynamic=False) if spec.compile else self.model
         self.compile_failed: str | None = None
+        self.eager_phases: set[str] = set()  # phases where torch.compile failed and the model runs eager
         self.loss = SegmentationLoss("ce+dice", "multiclass")
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=TRAIN_LR, weight_decay=TRAIN_WEIGHT_DECAY)
         generator = torch.Generator().manual_seed(1)
@@ -188,23 +186,23 @@ class Runner:
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def infer(self, batch: int) -> torch.Tensor:
+    def infer(self, batch: int, net: torch.nn.Module) -> torch.Tensor:
         """As unetkit's predictor runs a batch: eval, inference mode, autocast, float logits."""
         self.model.eval()
         x = self.inputs[batch]
         with torch.inference_mode(), self.autocast("infer"):
             if self.spec.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            return self.net(x).float()
+            return net(x).float()
 
-    def train_step(self) -> float:
+    def train_step(self, net: torch.nn.Module) -> float:
         """As unetkit's trainer runs a step (train/trainer.py, _train_epoch)."""
         self.model.train()
         x = self.inputs[BATCH_TRAIN]
         if self.spec.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast("train"):
-            logits = self.net(x)
+            logits = net(x)
         loss = self.loss(logits, self.target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -216,23 +214,25 @@ class Runner:
         start = time.perf_counter()
         try:
             self._run(phase)
-        except Exception as error:  # torch.compile failing on a peer: measure it eager, say so
-            if not self.spec.compile or self.net is self.model:
+        except Exception as error:  # torch.compile failing on a peer: measure that phase eager, say so
+            if not self.spec.compile or phase in self.eager_phases:
                 raise
             lines = [line for line in str(error).strip().splitlines() if line.strip()]
-            self.compile_failed = f"{type(error).__name__}: {lines[0][:160] if lines else ''}"
-            print(f"  {self.spec.key}: torch.compile failed in {phase} ({self.compile_failed}); running eager",
+            reason = f"{type(error).__name__}: {lines[0][:160] if lines else ''}"
+            self.compile_failed = "; ".join(filter(None, [self.compile_failed, f"{phase}: {reason}"]))
+            print(f"  {self.spec.key}: torch.compile failed in {phase} ({reason}); that phase runs eager",
                   file=sys.stderr, flush=True)
-            self.net = self.model
+            self.eager_phases.add(phase)
             start = time.perf_counter()
             self._run(phase)
         return time.perf_counter() - start
 
     def _run(self, phase: str) -> None:
+        net = self.model if phase in self.eager_phases else self.net
         if phase == "train":
-            self.train_step()
+            self.train_step(net)
         else:
-            self.infer(BATCH_LATENCY if phase == "latency" else BATCH_INFER)
+            self.infer(BATCH_LATENCY if phase == "latency" else BATCH_INFER, net)
 
 
 PHASES = {"latency": BATCH_LATENCY, "infer": BATCH_INFER, "train": BATCH_TRAIN}
@@ -247,7 +247,7 @@ def serve() -> int:
     for line in sys.stdin:
         command = json.loads(line)
         if "setup" in command:
-            runners = {key: Runner(spec_by_key(key)) for key in command["setup"]}
+            runners = {spec["key"]: Runner(Spec(**spec)) for spec in command["setup"]}
             reply: dict[str, Any] = {"ok": True, "malloc": _runtime_record()}
         else:
             reply = {key: runner.unit(command["run"]) for key, runner in runners.items()}
@@ -258,12 +258,11 @@ def serve() -> int:
 class Second:
     """The child process that holds the default-allocator contenders."""
 
-    def __init__(self, keys: list[str]) -> None:
+    def __init__(self, specs: list[Spec]) -> None:
         env = {**os.environ, "UNETKIT_MALLOC": "default"}
-        self.keys = keys
         self.process = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, env=env) if keys else None
-        self.record = self._ask({"setup": keys}) if keys else {}
+                                        stdout=subprocess.PIPE, text=True, env=env) if specs else None
+        self.record = self._ask({"setup": [asdict(spec) for spec in specs]}) if specs else {}
 
     def _ask(self, command: dict[str, Any]) -> dict[str, Any]:
         assert self.process and self.process.stdin and self.process.stdout
@@ -284,10 +283,6 @@ class Second:
             self.process.wait(timeout=60)
 
 
-def spec_by_key(key: str) -> Spec:
-    return next(spec for spec in CONTENDERS if spec.key == key)
-
-
 def _runtime_record() -> dict[str, Any]:
     from unetkit import runtime
 
@@ -297,29 +292,55 @@ def _runtime_record() -> dict[str, Any]:
 # --- the ceiling ----------------------------------------------------------------------------------
 
 
-def measure_peak(threads: int) -> dict[str, Any]:
-    """Build and run peak.c; None values (with the reason) where gcc or AVX512-BF16 is missing."""
+_PEAK_DIR = tempfile.TemporaryDirectory(prefix="unetkit-peak-")
+_PEAK_BINARY: Path | None = None
+
+
+def measure_peak(threads: int, seconds: float = 3.0) -> dict[str, Any]:
+    """Build (once) and run peak.c; None values (with the reason) where gcc or AVX512-BF16 is missing."""
+    global _PEAK_BINARY
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
         return {"fp32_gflops": None, "bf16_gflops": None, "how": "not measured: no C compiler on PATH"}
     flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").exists() else ""
-    if "avx512f" not in flags:
-        return {"fp32_gflops": None, "bf16_gflops": None, "how": "not measured: the CPU has no AVX-512"}
-    with tempfile.TemporaryDirectory() as folder:
-        binary = Path(folder) / "peak"
-        build = [gcc, "-O2", "-mavx512f", "-mavx512bf16", "-fopenmp", str(HERE / "peak.c"), "-o", str(binary)]
-        made = subprocess.run(build, capture_output=True, text=True)
+    if "avx512f" not in flags or "avx512_bf16" not in flags:  # the binary would fault on vdpbf16ps
+        return {"fp32_gflops": None, "bf16_gflops": None, "how": "not measured: the CPU has no AVX512-BF16"}
+    build = [gcc, "-O2", "-mavx512f", "-mavx512bf16", "-fopenmp", str(HERE / "peak.c"), "-o"]
+    if _PEAK_BINARY is None:
+        binary = Path(_PEAK_DIR.name) / "peak"
+        made = subprocess.run(build + [str(binary)], capture_output=True, text=True)
         if made.returncode:
             return {"fp32_gflops": None, "bf16_gflops": None, "how": f"not measured: {made.stderr.strip()[:200]}"}
-        if "avx512_bf16" not in flags:  # the binary would fault on vdpbf16ps
-            return {"fp32_gflops": None, "bf16_gflops": None, "how": "not measured: no avx512_bf16"}
-        out = subprocess.run([str(binary), str(threads), "3"], capture_output=True, text=True, check=True).stdout
+        _PEAK_BINARY = binary
+    out = subprocess.run([str(_PEAK_BINARY), str(threads), str(seconds)], capture_output=True, text=True,
+                         check=True).stdout
     result = json.loads(out)
     result.pop("sink", None)
     version = subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     result["how"] = (f"benchmarks/peak.c built now with `{' '.join(['gcc'] + build[1:5])}` ({version}); "
                      f"{threads} OpenMP threads, 16 independent zmm chains each; best of 5 alternating runs")
     return result
+
+
+def wait_for_quiet(seconds: float = 3.0, limit: float = 180.0) -> float:
+    """Wait until the machine's CPUs were >= 90 % idle for `seconds` in a row (other people's
+    work would otherwise land in some contenders' units and not others'); returns the wait.
+    Gives up after `limit` seconds (the round then runs anyway and is marked as not quiet)."""
+    def snapshot() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return values[3] + values[4], sum(values)
+
+    start, quiet = time.monotonic(), 0.0
+    idle0, total0 = snapshot()
+    while time.monotonic() - start < limit:
+        time.sleep(0.5)
+        idle1, total1 = snapshot()
+        share = (idle1 - idle0) / max(1, total1 - total0)
+        idle0, total0 = idle1, total1
+        quiet = quiet + 0.5 if share >= 0.9 else 0.0
+        if quiet >= seconds:
+            return time.monotonic() - start
+    return -1.0
 
 
 def measure_conv(repeats: int) -> list[dict[str, Any]]:
@@ -364,13 +385,16 @@ def count_flops(network: str) -> dict[str, float]:
 # --- the contenders, round robin -------------------------------------------------------------------
 
 
-def measure_contenders(specs: list[Spec], repeats: int, warmup: int) -> dict[str, Any]:
+def measure_contenders(specs: list[Spec], repeats: int, warmup: int, quiet: bool = True) -> dict[str, Any]:
     here = [s for s in specs if s.malloc == "tuned"]
     there = [s for s in specs if s.malloc == "default"]
-    second = Second([s.key for s in there])
+    second = Second([s for s in there])
     runners = {s.key: Runner(s) for s in here}
     times: dict[str, dict[str, list[float]]] = {s.key: {p: [] for p in PHASES} for s in specs}
     first_call: dict[str, dict[str, float]] = {s.key: {} for s in here}
+    probes: dict[str, list[dict[str, Any]]] = {p: [] for p in PHASES}
+    waits: dict[str, list[float]] = {p: [] for p in PHASES}
+    threads = torch.get_num_threads()
     try:
         for phase in PHASES:
             for spec in here:  # warm-up (and compilation), not counted
@@ -380,6 +404,8 @@ def measure_contenders(specs: list[Spec], repeats: int, warmup: int) -> dict[str
             for _ in range(warmup):
                 second.run(phase)
             for _ in range(repeats):
+                waits[phase].append(wait_for_quiet() if quiet else 0.0)
+                probes[phase].append(measure_peak(threads, seconds=0.5))  # the clock drifts: track it
                 for spec in here:
                     times[spec.key][phase].append(runners[spec.key].unit(phase))
                 for key, seconds in second.run(phase).items():
@@ -388,7 +414,10 @@ def measure_contenders(specs: list[Spec], repeats: int, warmup: int) -> dict[str
     finally:
         second.close()
     failed = {key: runner.compile_failed for key, runner in runners.items() if runner.compile_failed}
-    return {"times": times, "first_call_s": first_call, "second_process": second.record, "compile_failed": failed}
+    peaks = {phase: {key: statistics.median([p[key] for p in rows if p.get(key)]) if any(p.get(key) for p in rows)
+                     else None for key in ("fp32_gflops", "bf16_gflops")} for phase, rows in probes.items()}
+    return {"times": times, "first_call_s": first_call, "second_process": second.record, "compile_failed": failed,
+            "phase_peaks": peaks, "quiet_waits": waits}
 
 
 def peak_rss(spec: Spec, steps: int = 4) -> float | None:
@@ -396,8 +425,8 @@ def peak_rss(spec: Spec, steps: int = 4) -> float | None:
     env = {**os.environ}
     if spec.malloc == "default":
         env["UNETKIT_MALLOC"] = "default"
-    out = subprocess.run([sys.executable, __file__, "--rss", spec.key, "--steps", str(steps)], env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, __file__, "--rss", json.dumps(asdict(spec)), "--steps", str(steps)],
+                         env=env, capture_output=True, text=True)
     if out.returncode:
         last = [line for line in out.stderr.strip().splitlines() if line.strip()]
         print(f"  peak RSS of {spec.key} failed: {last[-1] if last else out.returncode}", file=sys.stderr)
@@ -415,9 +444,9 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def rss_child(key: str, steps: int) -> int:
+def rss_child(spec: str, steps: int) -> int:
     _runtime_record()
-    runner = Runner(spec_by_key(key))
+    runner = Runner(Spec(**json.loads(spec)))
     for _ in range(steps):
         runner.unit("train")
     print(json.dumps({"peak_rss_mib": peak_rss_mib(), "compile_failed": runner.compile_failed}))
@@ -481,7 +510,7 @@ def measure_scaling(sizes: list[int], large: int | None) -> list[dict[str, Any]]
 
 def measure_loader(data: Path | None, batches: int) -> dict[str, Any]:
     """The trainer's training DataLoader at its defaults, alone, against the trainer's model step
-    on the same batches (1 band in, trainer defaults: base 32, patch 128, batch 8)."""
+    on the same batches (1 band in, the trainer's defaults for the network, patch and batch)."""
     from torch.utils.data import DataLoader
 
     from unetkit.data import SegmentationDataset, inspect_dataset
@@ -573,7 +602,9 @@ def summarise(specs: list[Spec], measured: dict[str, Any], flops: dict[str, dict
     for spec in specs:
         t = measured["times"][spec.key]
         f = flops[spec.network]
-        infer_peak, train_peak = peak.get(spec.peak_key("infer")), peak.get(spec.peak_key("train"))
+        phase_peaks = measured.get("phase_peaks", {})
+        infer_peak = (phase_peaks.get("infer") or peak).get(spec.peak_key("infer"))
+        train_peak = (phase_peaks.get("train") or peak).get(spec.peak_key("train"))
         latency = statistics.median(t["latency"])
         infer_ips = BATCH_INFER / statistics.median(t["infer"])
         train_ips = BATCH_TRAIN / statistics.median(t["train"])
@@ -600,8 +631,8 @@ def markdown(result: dict[str, Any]) -> str:
     m, peak, rows = result["machine"], result["peak"], result["contenders"]
     lines = [
         f"Measured {result['date']} with `{result['command']}` "
-        f"({result['wall_minutes']:.0f} min; load average {result['load_before'][0]:.2f} before, "
-        f"{result['load_after'][0]:.2f} after: {result['noise']}).",
+        f"({result['wall_minutes']:.0f} min; {result['noise']}; load average {result['load_before'][0]:.2f} "
+        f"before, {result['load_after'][0]:.2f} after, the benchmark's own work included).",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}), {m['memory_gib']} GiB; torch {m['torch']} "
         f"(oneDNN {m['onednn']}), {m['torch_threads']} threads, Python {m['python']}, glibc {m['glibc']}.",
@@ -671,14 +702,22 @@ def markdown(result: dict[str, Any]) -> str:
     for r in rows:
         if r.get("compile_failed"):
             lines += ["", f"{r['label']}: torch.compile failed ({r['compile_failed']}); that phase ran eager."]
-    lines += ["", "Spread of the repeats ((max - min) / median) is in the JSON file; medians of "
-              f"{result['repeats']} round-robin repeats after {result['warmup']} warm-up units each."]
+    pp = result.get("phase_peaks") or {}
+    waits = result.get("quiet_waits") or {}
+    unquiet = sum(1 for w in waits.values() for x in w if x < 0)
+    lines += ["", f"Medians of {result['repeats']} round-robin repeats after {result['warmup']} warm-up units each; "
+              "before each round the benchmark waits until the CPUs have been idle for 3 s (other people's work "
+              f"would land in some contenders' units and not others'; {unquiet} round(s) ran without that). "
+              "'of peak' is against the median of short peak.c probes taken at each round of that phase "
+              "(the clock drifts with the host's load): "
+              + ", ".join(f"{ph} fp32 {_f(v.get('fp32_gflops'), 0)} / bf16 {_f(v.get('bf16_gflops'), 0)}"
+                          for ph, v in pp.items()) + " GFLOP/s. Spreads are in the JSON file."]
     if result.get("scaling"):
         s0 = result["scaling"][0]
         sl = result.get("scaling_load")
         lines += ["", f"**Cost against image size**: unetkit's Predictor at its defaults (tile {s0.get('tile')}, "
-                      f"overlap {s0.get('overlap')}, {s0.get('precision')}) with the trainer's default network "
-                      f"(UNet depth 4, base {SCALING_BASE}: {BANDS} bands -> {CLASSES} classes; the 10000 x 10000 "
+                      f"overlap {s0.get('overlap')}, {s0.get('precision')}) with a U-Net of depth 4 "
+                      f"and base {SCALING_BASE} (twice the trainer's default width; {BANDS} bands -> {CLASSES} classes; the 10000 x 10000 "
                       "row 1 band -> 2 classes), a fresh process per image; peak RSS is the process's VmHWM"
                   + (f" (measured apart, load average {sl[0]:.2f} -> {sl[1]:.2f})" if sl else "") + ".", "",
                   "| image | tiles | seconds | ms per 256x256 of image | peak RSS (MiB) |", "|---|---:|---:|---:|---:|"]
@@ -761,12 +800,12 @@ def main() -> int:
         return only_scaling(args)
     started, load_before = time.time(), os.getloadavg()
     repeats = args.repeats or (3 if args.quick else 7)
-    specs = [s for s in CONTENDERS if not args.only or s.key in args.only]
+    specs = [s for s in contenders() if not args.only or s.key in args.only]
     print("machine and peak ...", file=sys.stderr, flush=True)
     info = machine()
     peak = measure_peak(torch.get_num_threads())
     conv = measure_conv(repeats)
-    flops = {net: count_flops(net) for net in sorted({s.network for s in specs})}
+    flops = {net: count_flops(net) for net in ("unetkit", "basicunet")}
     print("contenders ...", file=sys.stderr, flush=True)
     measured = measure_contenders(specs, repeats, args.warmup)
     peak_after = measure_peak(torch.get_num_threads())
@@ -779,15 +818,17 @@ def main() -> int:
     scaling = [] if args.no_scaling else measure_scaling(sizes, None if args.quick else (args.large or None))
     loader = None if args.no_loader else measure_loader(args.data, 12)
     load_after = os.getloadavg()
-    worst = max(load_before[0], load_after[0], load_after[1])
-    noise = ("quiet machine" if worst < 1.2 else
-             f"NOISY: other work shared the {info['cores']} cores; rates are low by an unknown factor")
+    unquiet = sum(1 for waits in measured["quiet_waits"].values() for wait in waits if wait < 0)
+    noise = ("every round started on idle CPUs" if unquiet == 0 else
+             f"NOISY: {unquiet} round(s) started while other work shared the {info['cores']} cores")
     result = {
-        "date": dt.date.today().isoformat(), "command": "make bench  (.venv/bin/python benchmarks/speed.py"
-        + (" --quick" if args.quick else "") + ")",
+        "date": dt.date.today().isoformat(),
+        "command": ".venv/bin/python benchmarks/speed.py" + "".join(f" {a}" for a in sys.argv[1:])
+        + ("  (make bench)" if len(sys.argv) == 1 else ""),
         "machine": info, "runtime": runtime, "peak": peak, "precision": precision_choice(), "conv": conv, "flops": flops, "repeats": repeats,
         "warmup": args.warmup, "load_before": load_before, "load_after": load_after, "noise": noise,
         "contenders": summarise(specs, measured, flops, peak, rss), "raw_times": measured["times"],
+        "phase_peaks": measured["phase_peaks"], "quiet_waits": measured["quiet_waits"],
         "second_process": measured["second_process"], "scaling": scaling, "loader": loader,
         "wall_minutes": (time.time() - started) / 60,
     }

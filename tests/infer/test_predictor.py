@@ -17,8 +17,8 @@ import torch
 import unetkit
 from unetkit.errors import UnetkitError
 from unetkit.infer import Predictor, predict
-from unetkit.infer.predictor import default_batch
 from unetkit.infer.model_info import ModelInfo
+from unetkit.infer.predictor import default_batch
 from unetkit.infer.tiling import reflect_indices
 from unetkit.nn import probabilities
 
