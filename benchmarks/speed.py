@@ -292,13 +292,13 @@ def _runtime_record() -> dict[str, Any]:
 # --- the ceiling ----------------------------------------------------------------------------------
 
 
-_PEAK_DIR = tempfile.TemporaryDirectory(prefix="unetkit-peak-")
+_PEAK_DIR: tempfile.TemporaryDirectory | None = None  # made on the first build, not at import
 _PEAK_BINARY: Path | None = None
 
 
 def measure_peak(threads: int, seconds: float = 3.0) -> dict[str, Any]:
     """Build (once) and run peak.c; None values (with the reason) where gcc or AVX512-BF16 is missing."""
-    global _PEAK_BINARY
+    global _PEAK_BINARY, _PEAK_DIR
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
         return {"fp32_gflops": None, "bf16_gflops": None, "how": "not measured: no C compiler on PATH"}
@@ -307,6 +307,7 @@ def measure_peak(threads: int, seconds: float = 3.0) -> dict[str, Any]:
         return {"fp32_gflops": None, "bf16_gflops": None, "how": "not measured: the CPU has no AVX512-BF16"}
     build = [gcc, "-O2", "-mavx512f", "-mavx512bf16", "-fopenmp", str(HERE / "peak.c"), "-o"]
     if _PEAK_BINARY is None:
+        _PEAK_DIR = _PEAK_DIR or tempfile.TemporaryDirectory(prefix="unetkit-peak-")
         binary = Path(_PEAK_DIR.name) / "peak"
         made = subprocess.run(build + [str(binary)], capture_output=True, text=True)
         if made.returncode:
