@@ -1,7 +1,7 @@
 """The `unetkit` command: parses arguments and calls the Python API, nothing more.
 
 Each command group has one `_add_*` function that declares its flags and one `_run_*`
-function per sub-command. User errors (`USER_ERRORS`) are printed as one line, without a
+function per sub-command. User errors (`user_errors()`) are printed as one line, without a
 traceback, and exit with status 2.
 """
 
@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from unetkit.errors import USER_ERRORS, UnetkitError
+from unetkit.errors import UnetkitError, user_errors
 
 EXIT_USER_ERROR = 2
 
@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     try:
         return int(args.run(args) or 0)
-    except USER_ERRORS as error:
+    except user_errors() as error:
         print(f"unetkit: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

@@ -171,7 +171,7 @@ def test_unwritable_out_is_one_sentence(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr("tempfile.mkdtemp", denied)
-    with pytest.raises(UnetkitError, match="cannot write --out .*Permission denied; choose a folder you can write to"):
+    with pytest.raises(UnetkitError, match="cannot create .*out: Permission denied; choose a folder you can write to"):
         prepare("isbi2012", tmp_path / "src", tmp_path / "out")
 
 

@@ -3,18 +3,14 @@
 Images come back as (H, W, C) arrays in their native dtype (C >= 1); masks as (H, W)
 class ids or (L, H, W) multi-label stacks. The HWC <-> CHW conversion of the package
 happens here too (`to_chw`, `to_hwc`), so the rest of the code never guesses an axis order.
-Every writer is atomic (temp file in the same folder, then `os.replace`): an interrupted
-run never leaves half a file behind. Problems a user can fix raise `UnetkitError` with one
+Every writer is atomic (`unetkit.atomic`): an interrupted run never leaves half a file behind. Problems a user can fix raise `UnetkitError` with one
 sentence naming the file.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +18,7 @@ import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
+from unetkit.atomic import atomic_path
 from unetkit.errors import UnetkitError
 
 if TYPE_CHECKING:
@@ -62,28 +59,6 @@ def to_hwc(array: np.ndarray) -> np.ndarray:
 
 
 # --- writing -------------------------------------------------------------------------------
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside `path`; on success it replaces `path`, on failure it vanishes."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{path.suffix}", dir=path.parent)
-    except OSError as error:
-        raise UnetkitError(
-            f"cannot write {path}: {error.strerror or error}; choose a folder you can write to"
-        ) from None
-    os.close(handle)
-    temp = Path(name)
-    try:
-        yield temp
-        os.replace(temp, path)
-    except OSError as error:
-        raise UnetkitError(f"cannot write {path}: {error.strerror or error}; check the disk and permissions") from None
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from unetkit.atomic import staging_folder
 from unetkit.errors import UnetkitError
 
 PairMaker = Callable[[int, np.random.Generator], tuple[np.ndarray, np.ndarray]]
@@ -430,12 +429,7 @@ def write_dataset(name: str, out: str | Path, *, count: int = 200, size: int = 1
     spec = _lookup(name)
     out = Path(out)
     _check_request(name, spec, out, count, size, seed)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    except OSError as error:
-        raise UnetkitError(f"cannot create {out}: {error.strerror or error}; choose a folder you can write to") from None
-    try:
+    with staging_folder(out) as temp:
         (temp / "images").mkdir()
         (temp / "masks").mkdir()
         palette = [colour for _, colour in spec.classes]
@@ -451,9 +445,6 @@ def write_dataset(name: str, out: str | Path, *, count: int = 200, size: int = 1
         if out.exists():
             out.rmdir()  # empty (checked above); os.replace cannot take its place on every OS
         os.replace(temp, out)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     shares = {cls: float(n) / counts.sum() for (cls, _), n in zip(spec.classes, counts)}
     return SynthSummary(name, out, count, size, shares)
 

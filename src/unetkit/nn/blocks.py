@@ -13,13 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NORMS = ("batch", "instance", "group", None)
-UP_MODES = ("transpose", "nearest", "bilinear")
-PADDINGS = ("same", "valid")
-
-
-class UNetError(ValueError):
-    """A model option or input size that cannot work; the message says what to use instead."""
+from unetkit.nn.options import NORMS, PADDINGS, UP_MODES, UNetError  # noqa: F401 (re-exported)
 
 
 def make_norm(norm: str | None, channels: int) -> nn.Module:

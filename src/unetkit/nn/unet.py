@@ -7,6 +7,7 @@ store a model without pickling code.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import weakref
@@ -17,9 +18,6 @@ from torch import nn
 
 from unetkit.nn import fused
 from unetkit.nn.blocks import (
-    NORMS,
-    PADDINGS,
-    UP_MODES,
     Bottleneck,
     CropBack,
     DecoderBlock,
@@ -27,6 +25,7 @@ from unetkit.nn.blocks import (
     PadToMultiple,
     UNetError,
 )
+from unetkit.nn.options import UNetOptions
 
 
 class UNet(nn.Module):
@@ -49,27 +48,18 @@ class UNet(nn.Module):
 
     fused_inference: bool = os.environ.get("UNETKIT_FUSED", "1") != "0"
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        num_classes: int = 2,
-        depth: int = 4,
-        base_channels: int = 64,
-        up_mode: str = "transpose",
-        norm: str | None = "batch",
-        dropout: float = 0.0,
-        padding: str = "same",
-    ) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Options as in `UNetOptions` (in_channels=1, num_classes=2, depth=4, base_channels=64,
+        up_mode="transpose", norm="batch", dropout=0.0, padding="same"), by name or in order."""
         super().__init__()
-        _check_options(in_channels, num_classes, depth, base_channels, up_mode, norm, dropout, padding)
-        self.in_channels = in_channels
-        self.num_classes = num_classes
-        self.depth = depth
-        self.base_channels = base_channels
-        self.up_mode = up_mode
-        self.norm = norm
-        self.dropout = dropout
-        self.padding = padding
+        options = args[0] if len(args) == 1 and not kwargs and isinstance(args[0], UNetOptions) \
+            else UNetOptions(*args, **kwargs)
+        self.options = options
+        in_channels, depth, base_channels = options.in_channels, options.depth, options.base_channels
+        up_mode, norm, dropout, padding = options.up_mode, options.norm, options.dropout, options.padding
+        self.in_channels, self.num_classes, self.depth = in_channels, options.num_classes, depth
+        self.base_channels, self.up_mode, self.norm = base_channels, up_mode, norm
+        self.dropout, self.padding = dropout, padding
 
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.pad = PadToMultiple(2**depth) if padding == "same" else nn.Identity()
@@ -89,23 +79,14 @@ class UNet(nn.Module):
             DecoderBlock(widths[level + 1], widths[level], widths[level], up_mode, norm, padding)
             for level in reversed(range(depth))
         )
-        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        self.head = nn.Conv2d(widths[0], options.num_classes, 1)
         self.crop = CropBack()
         self.reset_parameters()
 
     @property
     def config(self) -> dict[str, Any]:
-        """The constructor's keyword arguments: `UNet(**model.config)` is the same network."""
-        return {
-            "in_channels": self.in_channels,
-            "num_classes": self.num_classes,
-            "depth": self.depth,
-            "base_channels": self.base_channels,
-            "up_mode": self.up_mode,
-            "norm": self.norm,
-            "dropout": self.dropout,
-            "padding": self.padding,
-        }
+        """The constructor's options as a dict: `UNet(**model.config)` is the same network."""
+        return self.options.to_dict()
 
     def reset_parameters(self) -> None:
         """He (Kaiming) initialisation: std = sqrt(2 / inputs per output), as the paper asks;
@@ -266,31 +247,7 @@ def _smallest_input_for(wanted: int, depth: int) -> int:
     return n
 
 
-def _check_options(
-    in_channels: int,
-    num_classes: int,
-    depth: int,
-    base_channels: int,
-    up_mode: str,
-    norm: str | None,
-    dropout: float,
-    padding: str,
-) -> None:
-    for name, value in (
-        ("in_channels", in_channels),
-        ("num_classes", num_classes),
-        ("depth", depth),
-        ("base_channels", base_channels),
-    ):
-        if not isinstance(value, int) or value < 1:
-            raise UNetError(f"{name}={value!r} must be a whole number of at least 1.")
-    if base_channels < 2:
-        raise UNetError(f"base_channels={base_channels} must be at least 2 (the decoder halves it).")
-    if up_mode not in UP_MODES:
-        raise UNetError(f"up_mode={up_mode!r} is not known: use 'transpose', 'nearest' or 'bilinear'.")
-    if norm not in NORMS:
-        raise UNetError(f"norm={norm!r} is not known: use 'batch', 'instance', 'group' or None.")
-    if padding not in PADDINGS:
-        raise UNetError(f"padding={padding!r} is not known: use 'same' (any size) or 'valid' (the paper's).")
-    if not 0.0 <= dropout < 1.0:
-        raise UNetError(f"dropout={dropout} must be a rate in [0, 1).")
+UNet.__init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    + list(inspect.signature(UNetOptions).parameters.values())
+)

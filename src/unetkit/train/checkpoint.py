@@ -4,16 +4,13 @@ A shareable model is a folder: config.json (model options, data spec with class 
 colours and normalisation, task, threshold) + model.safetensors. Resume state (optimizer,
 scheduler, scaler, epoch, best metric, every RNG state) is resume.pt in the same folder,
 read with `torch.load(weights_only=True)`. A folder is written complete beside its target
-and swapped in by two renames; if a kill lands between them, `resolve_folder` finds the
-previous one under `<name>.old`.
+and swapped in by two renames (`unetkit.atomic`); if a kill lands between them,
+`resolve_folder` finds the previous one set aside.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from unetkit.atomic import aside_name, atomic_write_bytes, atomic_write_text, write_folder  # noqa: F401
 from unetkit.errors import UnetkitError
 from unetkit.nn import UNet, UNetError
 
@@ -28,62 +26,24 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 RESUME_FILE = "resume.pt"
 FORMAT = "unetkit-model/1"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once: mkstemp makes 0600 files, outputs should get the usual mode
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_model(
     folder: str | Path, model: UNet, meta: dict[str, Any], resume_state: dict[str, Any] | None = None
 ) -> Path:
     """Write a model folder (and resume.pt when given) so that `folder` is always whole."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
     model = getattr(model, "module", model)  # DistributedDataParallel wraps the UNet
     model = getattr(model, "_orig_mod", model)  # and torch.compile too
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(staging / MODEL_FILE), metadata={"format": FORMAT})
     config = {"format": FORMAT, "model": model.config, **meta}
-    (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-    if resume_state is not None:
-        torch.save(resume_state, staging / RESUME_FILE)
-    for item in staging.iterdir():
-        with open(item, "rb") as handle:
-            os.fsync(handle.fileno())
-    _swap_in(staging, folder)
-    return folder
 
+    def fill(staging: Path) -> None:
+        save_file(state, str(staging / MODEL_FILE), metadata={"format": FORMAT})
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        if resume_state is not None:
+            torch.save(resume_state, staging / RESUME_FILE)
 
-def _swap_in(staging: Path, folder: Path) -> None:
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(folder, old)
-    os.rename(staging, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    return write_folder(folder, fill)
 
 
 def resolve_folder(path: str | Path) -> Path:
@@ -93,7 +53,7 @@ def resolve_folder(path: str | Path) -> Path:
     if path.is_file() and path.name in (CONFIG_FILE, MODEL_FILE, RESUME_FILE):
         path = path.parent
     for candidate in (path, path / "best", path / "last"):
-        for folder in (candidate, candidate.with_name(candidate.name + ".old")):
+        for folder in (candidate, aside_name(candidate), candidate.with_name(candidate.name + ".old")):
             if (folder / CONFIG_FILE).is_file():
                 return folder
     if not path.exists():

@@ -12,11 +12,10 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from unetkit.atomic import staging_folder
 from unetkit.errors import UnetkitError
 
 
@@ -122,27 +121,30 @@ def prepare(name: str, src: str | Path | None, out: str | Path) -> Prepared:
         raise UnetkitError(f"--src {src} is not a folder; download {name} from {source.where} and unpack it there")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UnetkitError(f"--out {out} already exists and is not empty; choose a new folder or remove it")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    except OSError as error:
-        raise UnetkitError(f"cannot write --out {out}: {error.strerror or error}; choose a folder you can write to") \
-            from None
+    with staging_folder(out) as staging:
+        stage = _convert(source, name, src, staging)
+        try:
+            if out.exists():
+                out.rmdir()
+            os.replace(staging, out)
+        except OSError as error:
+            raise UnetkitError(f"cannot write --out {out}: {error.strerror or error}; check the disk and permissions") \
+                from None
+    return Prepared(name, out, stage.pairs, {k: len(v) for k, v in stage.splits.items()}, stage.skipped)
+
+
+def _convert(source: Source, name: str, src: Path, staging: Path) -> Staging:
+    """Fill `staging` with the converted pairs and their splits."""
     try:
         stage = Staging(staging)
         importlib.import_module(source.module).convert(src, stage)
         if stage.pairs == 0:
             raise UnetkitError(f"--src {src} holds no {name} pairs; download {name} from {source.where}")
         stage.write_splits()
-        if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
     except OSError as error:
-        raise UnetkitError(f"cannot write --out {out}: {error.strerror or error}; check the disk and permissions") \
+        raise UnetkitError(f"cannot write {staging}: {error.strerror or error}; check the disk and permissions") \
             from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return Prepared(name, out, stage.pairs, {k: len(v) for k, v in stage.splits.items()}, stage.skipped)
+    return stage
 
 
 __all__ = ["SOURCES", "Prepared", "Source", "Staging", "prepare"]

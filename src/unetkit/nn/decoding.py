@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from unetkit.nn.blocks import UNetError
+from unetkit.nn.options import UNetError
 
 TASKS = ("binary", "multiclass", "multilabel")
 
