@@ -15,8 +15,9 @@ from unetkit.errors import UnetkitError
 from unetkit.train.device import pick_precision
 
 
-def _configure_in_a_fresh_process(**env: str) -> dict:
-    code = "import json, unetkit; from unetkit import runtime; print(json.dumps(runtime.applied()))"
+def _configure_in_a_fresh_process(code: str | None = None, **env: str) -> dict:
+    code = code or ("import json, unetkit; from unetkit import runtime; "
+                    "unetkit.Predictor(unetkit.UNet(depth=1, base_channels=2)); print(json.dumps(runtime.applied()))")
     clean = {k: v for k, v in os.environ.items() if k not in ("UNETKIT_NO_TUNING", "UNETKIT_MALLOC",
                                                               "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
@@ -24,7 +25,12 @@ def _configure_in_a_fresh_process(**env: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_import_tunes_the_allocator_and_threads_once_and_says_so():
+def test_import_alone_changes_nothing():
+    code = "import json, unetkit; from unetkit import runtime; unetkit.UNet; print(json.dumps(runtime.applied()))"
+    assert _configure_in_a_fresh_process(code) is None
+
+
+def test_the_engines_tune_the_allocator_and_threads_once_and_say_so():
     record = _configure_in_a_fresh_process()
     if sys.platform.startswith("linux"):
         assert record["malloc"] in ("kept", "not glibc")

@@ -24,6 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     try:
+        from unetkit import runtime
+
+        runtime.configure()  # allocator and threads, before any tensor exists; UNETKIT_NO_TUNING=1 opts out
         return int(args.run(args) or 0)
     except user_errors() as error:
         print(f"unetkit: error: {error}", file=sys.stderr)
@@ -319,21 +322,40 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field, named as the field; unset flags stay out of the namespace."""
+    """One flag per TrainConfig field, named as the field (both spellings), with its help text,
+    allowed values and real default; unset flags stay out of the namespace."""
     from dataclasses import fields
 
     from unetkit.train.config import TrainConfig, field_type
 
+    groups = {"model": parser.add_argument_group("the network (UNet options)")}
     for f in fields(TrainConfig):
         names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
         base, optional, is_list = field_type(f)
-        default_text = "none" if f.default is None else f.default
-        if base is bool and not optional:
-            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=f"(default {default_text})")
+        target = groups.get(f.metadata.get("group"), parser)
+        choices = f.metadata.get("choices")
+        shown = f.metadata.get("default_text") or ("none" if f.default is None else _show_default(f.default))
+        text = f.metadata.get("help", "")
+        if choices:
+            text += " (" + ", ".join("none" if c is None else str(c) for c in choices) + ")"
+        text += f"; default: {shown}"
+        if f.name == "resume":
+            target.add_argument(*names, dest=f.name, nargs="?", const="true", default=argparse.SUPPRESS,
+                                metavar="RUN_DIR", help=text)
+        elif base is bool and not optional:
+            target.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=text)
         else:
-            parser.add_argument(*names, dest=f.name, default=argparse.SUPPRESS, metavar=base.__name__.upper(),
-                                nargs="+" if is_list else None, help=f"(default {default_text})")
+            metavar = "N" if base is int else "X" if base is float else "DIR" if f.name in ("data", "out") \
+                else "NAME" if choices else base.__name__.upper()
+            target.add_argument(*names, dest=f.name, default=argparse.SUPPRESS, metavar=metavar,
+                                nargs="+" if is_list else None, help=text.replace("%", "%%"))
+
+
+def _show_default(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value) if value != "" else "none"
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -343,11 +365,14 @@ def _run_train(args: argparse.Namespace) -> int:
     values = load_yaml(args.config_file) if args.config_file else {}
     flags = {k: v for k, v in vars(args).items() if k not in ("run", "config_file")}
     config = TrainConfig.from_dict({**values, **flags}, source="flags" if flags else "the config")
-    run = train(config)
+    from unetkit.report.plots import draw_progress
+
+    run = train(config, on_epoch=draw_progress)
     if not run.is_main:
         return 0
     best = "none" if run.best_metric is None else f"{run.best_metric:.4f} at epoch {run.best_epoch}"
-    print(f"done ({run.stopped}): best validation Dice {best}; model in {run.best}, resume state in {run.last}")
+    where = f"model in {run.best}" if run.best.is_dir() else "no model saved yet"
+    print(f"done ({run.stopped}): best validation Dice {best}; {where}; resume with --resume {run.out}")
     return 0
 
 

@@ -85,7 +85,9 @@ def test_an_existing_run_is_refused_unless_resume_or_overwrite(disks, tmp_path, 
         train(data=str(disks), out=str(tmp_path / "run"), **options)
     train(data=str(disks), out=str(tmp_path / "run"), overwrite=True, **options)
     with pytest.raises(UnetkitError, match="no run to resume"):
-        train(data=str(disks), out=str(tmp_path / "other"), resume=True, **options)
+        train(out=str(tmp_path / "other"), resume=True, **options)
+    started = train(data=str(disks), out=str(tmp_path / "other"), resume=True, **options)  # killed before it began
+    assert started.epochs_done == 1
 
 
 def test_class_weights_must_match_the_classes(disks3, tmp_path, tiny):

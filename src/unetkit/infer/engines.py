@@ -33,6 +33,9 @@ class TorchEngine:
     name = "torch"
 
     def __init__(self, model: UNet, device: str = "auto", precision: str = "auto") -> None:
+        from unetkit import runtime
+
+        runtime.configure()
         self.device = pick_device(device)
         self.precision = pick_precision(precision, self.device)
         self.model = model.to(self.device).eval()

@@ -7,6 +7,16 @@ from pathlib import Path
 from typing import Any
 
 
+def draw_progress(run_dir: str | Path) -> Path:
+    """RUN_DIR/progress.png from the run's metrics.csv and timing.csv (the trainer calls this
+    after every epoch through its `on_epoch` hook; `unetkit report` draws it again)."""
+    from unetkit.train.run_folder import read_history
+
+    path = Path(run_dir) / "progress.png"
+    plot_progress(read_history(Path(run_dir)), path)
+    return path
+
+
 def plot_progress(history: list[dict[str, Any]], path: str | Path) -> None:
     """Draw loss (train and val), validation Dice/IoU and the learning rate per epoch;
     written atomically so a viewer never sees half a PNG."""

@@ -1,7 +1,25 @@
-"""Training and evaluation: config, losses, metrics, checkpoints, the trainer."""
+"""Training: config, losses, the loop, the run folder and resume state.
 
-from unetkit.train.checkpoint import load, save_model
-from unetkit.train.config import TrainConfig
-from unetkit.train.trainer import Run, train
+Names load on first use (no torch until one is needed)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from unetkit.train.checkpoint import load, save_model
+    from unetkit.train.config import TrainConfig
+    from unetkit.train.trainer import Run, train
+
+_LAZY = {"load": "unetkit.train.checkpoint", "save_model": "unetkit.train.checkpoint",
+         "TrainConfig": "unetkit.train.config", "Run": "unetkit.train.trainer", "train": "unetkit.train.trainer"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'unetkit.train' has no attribute {name!r}")
+
 
 __all__ = ["Run", "TrainConfig", "load", "save_model", "train"]

@@ -9,15 +9,14 @@ killed at any moment and resumed from RUN_DIR/last retraces exactly the epochs i
 
 from __future__ import annotations
 
-import csv
-import io
+import dataclasses
+import datetime
 import math
 import os
 import random
-import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,16 +28,14 @@ from torch.utils.data import DataLoader, Sampler
 
 from unetkit.errors import UnetkitError
 from unetkit.nn import UNet, decode
-from unetkit.train.checkpoint import atomic_write_bytes, load_resume_state, save_model
-from unetkit.train.config import TrainConfig
+from unetkit.train import run_folder, state
+from unetkit.train.checkpoint import load, save_model
+from unetkit.train.config import DEFAULT_LOSS, TrainConfig
 from unetkit.train.device import autocast, default_workers, eval_mode, pick_device, pick_precision
-from unetkit.train.losses import DEFAULT_LOSS, SegmentationLoss, unet_weight_map
+from unetkit.train.losses import SegmentationLoss, unet_weight_map
 from unetkit.train.metrics import ConfusionCounter, scores
 
-METRICS_FILE = "metrics.csv"
-TIMING_FILE = "timing.csv"  # kept apart so that metrics.csv is identical for the same seed
-COLUMNS = ["epoch", "step", "train_loss", "val_loss", "val_dice", "val_iou", "val_pixel_accuracy", "lr"]
-TIMING_COLUMNS = ["epoch", "seconds", "images_per_s"]
+OnEpoch = Callable[[Path], None]  # called with the run folder after each epoch's files are written
 
 
 @dataclass
@@ -52,6 +49,7 @@ class Run:
     stopped: str
     history: list[dict[str, Any]] = field(default_factory=list)
     is_main: bool = True  # False on the other processes of a distributed run
+    epochs_planned: int = 0
 
     @property
     def best(self) -> Path:
@@ -62,14 +60,17 @@ class Run:
         return self.out / "last"
 
 
-def train(config: TrainConfig | dict[str, Any] | None = None, **overrides: Any) -> Run:
+def train(config: TrainConfig | dict[str, Any] | None = None, *, on_epoch: OnEpoch | None = None,
+          **overrides: Any) -> Run:
     """Train a U-Net as `config` says (a TrainConfig, or a dict of its fields, plus overrides)."""
     if config is None or isinstance(config, dict):
         config = TrainConfig.from_dict({**(config or {}), **overrides})
     elif overrides:
+        given = config.explicit() | set(overrides)
         config = TrainConfig.from_dict({**config.to_dict(), **overrides})
+        config.given = frozenset(given)
     config.validate()
-    return Trainer(config).fit()
+    return Trainer(config, on_epoch=on_epoch).fit()
 
 
 class EpochSampler(Sampler[int]):
@@ -115,45 +116,29 @@ class _WithBorderWeights(torch.utils.data.Dataset):
 class Trainer:
     """Holds the pieces of one run; `fit` is the loop."""
 
-    def __init__(self, config: TrainConfig, model_factory: Any = None) -> None:
-        """`model_factory(in_channels, num_outputs) -> nn.Module` swaps in another network
-        (benchmarks compare peers in this same loop); such a run writes metrics and curves
-        but no model folders, which hold unetkit UNets only."""
+    def __init__(self, config: TrainConfig, on_epoch: OnEpoch | None = None) -> None:
+        from unetkit import runtime
+
+        runtime.configure()
         self.config = config
-        self.model_factory = model_factory
+        self.on_epoch = on_epoch
         self.out = Path(config.out) if config.out else None
         self.rank, self.world, self._owns_group = _distributed_setup()
         self.is_main = self.rank == 0
+        self.resume_from: Path | None = None
+
+    def build_network(self, in_channels: int, num_outputs: int) -> torch.nn.Module:
+        """The network to train: a U-Net of the config's options. (Benchmarks override this to
+        train a peer network in the same loop; such a run writes no model folders.)"""
+        return UNet(in_channels=in_channels, num_classes=num_outputs, **self.config.model_options())
 
     # --- set-up ------------------------------------------------------------------------
 
-    def _prepare_out(self) -> None:
-        c = self.config
-        if not c.data:
-            raise UnetkitError("--data is missing: give the data set folder (with images/ and masks/).")
-        if self.out is None:
-            raise UnetkitError("--out is missing: give a folder for the run (checkpoints, metrics, report).")
-        holds_run = (self.out / "config.yaml").exists() or (self.out / "last").exists()
-        if c.resume and not holds_run:
-            raise UnetkitError(f"{self.out}: holds no run to resume; drop --resume to start a new one.")
-        if holds_run and not c.resume:
-            if not c.overwrite:
-                raise UnetkitError(
-                    f"{self.out}: already holds a run; pass --resume to continue it or --overwrite to replace it."
-                )
-            if self.is_main:
-                for name in ("best", "last", "best.old", "last.old", "eval", METRICS_FILE, TIMING_FILE, "progress.png",
-                             "config.yaml", "report.html"):
-                    target = self.out / name
-                    shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-        if self.is_main:
-            try:
-                self.out.mkdir(parents=True, exist_ok=True)
-                probe = self.out / ".write-test"
-                probe.write_text("ok")
-                probe.unlink()
-            except OSError:
-                raise UnetkitError(f"{self.out}: cannot write there; choose another --out or fix its permissions.") from None
+    def _claim(self) -> None:
+        claimed = run_folder.claim(self.config, self.is_main)
+        self.config, self.resume_from = claimed.config, claimed.resume_from
+        for note in claimed.notes:
+            self._say(note)
 
     def _build(self) -> None:
         from unetkit.data import SegmentationDataset, inspect_dataset
@@ -206,11 +191,10 @@ class Trainer:
             persistent_workers=workers > 0,
         )
         self.val_loader = DataLoader(self.val_set, batch_size=1, num_workers=min(workers, 1))
+        self.workers = workers
 
-        if self.model_factory is None:
-            self.model = UNet(in_channels=spec.in_channels, num_classes=spec.num_outputs, **c.model_options())
-        else:
-            self.model = self.model_factory(spec.in_channels, spec.num_outputs)
+        self.model = self.build_network(spec.in_channels, spec.num_outputs)
+        self.saves_models = isinstance(self.model, UNet)
         if c.norm == "batch" and self.world > 1 and self.device.type == "cuda":
             # batch statistics over the global batch; on the CPU (gloo) torch has no SyncBatchNorm,
             # so each process normalises with its own share of the batch.
@@ -218,8 +202,9 @@ class Trainer:
         self.model.to(self.device)
         if c.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.loss_name = c.loss or DEFAULT_LOSS[spec.task]
         self.loss = SegmentationLoss(
-            c.loss or DEFAULT_LOSS[spec.task],
+            self.loss_name,
             spec.task,
             ignore_index=spec.ignore_index,
             class_weights=c.class_weights,
@@ -270,22 +255,23 @@ class Trainer:
                 dist.destroy_process_group()
 
     def _fit(self) -> Run:
+        self._claim()
         c = self.config
-        self._prepare_out()
         self._build()
         start_epoch, best, best_epoch, history, stale = 0, None, None, [], 0
-        if c.resume:
-            start_epoch, best, best_epoch, history, stale = self._restore()
-        elif self.is_main:
-            c.write_yaml(self.out / "config.yaml")
+        if self.resume_from is not None:
+            start_epoch, best, best_epoch, history, stale = self._restore(self.resume_from)
+        if self.is_main:
+            self.resolved_config().write_yaml(self.out / run_folder.CONFIG_FILE)
         self._say(
             f"training a U-Net ({self.spec.task}, {self.spec.in_channels} band(s) -> {self.spec.num_outputs} "
             f"output(s)) on {len(self.splits['train'])} images, validating on {len(self.splits.get('val') or [])}; "
             f"{self.device.type} {self.precision}, {self.steps_per_epoch} steps/epoch x {c.epochs} epochs"
-            + (f", resuming after epoch {start_epoch}" if c.resume else "")
+            + (f", resuming after epoch {start_epoch}" if start_epoch else "")
         )
         started = time.monotonic()
-        stopped = "completed"
+        info = self._run_info(history)
+        stopped = "completed" if start_epoch < c.epochs else f"already trained for {start_epoch} epochs"
         done = start_epoch
         for epoch in range(start_epoch, c.epochs):
             train_loss, images, seconds, out_of_time = self._train_epoch(epoch, started)
@@ -299,10 +285,11 @@ class Trainer:
             }
             metrics = None
             if (epoch + 1) % c.val_every == 0 or epoch + 1 == c.epochs or out_of_time:
+                val_started = time.monotonic()
                 metrics = self.validate()
                 row.update(
                     val_loss=metrics["loss"], val_dice=metrics["headline"], val_iou=metrics["mean_iou_fg"],
-                    val_pixel_accuracy=metrics["pixel_accuracy"],
+                    val_pixel_accuracy=metrics["pixel_accuracy"], val_seconds=round(time.monotonic() - val_started, 3),
                 )
             history.append(row)
             done = epoch + 1
@@ -313,24 +300,61 @@ class Trainer:
                 best, best_epoch, stale = metrics["headline"], epoch + 1, 0
             elif metrics is not None:
                 stale += 1
-            if self.is_main:
-                self._write_history(history)
-            if self.is_main and self.model_factory is None:
-                meta = self._meta(epoch + 1, metrics)
-                if improved:
-                    save_model(self.out / "best", self.model, meta)
-                resume = self._resume_state(epoch + 1, best, best_epoch, stale)
-                save_model(self.out / "last", self.model, meta, resume_state=resume)
-            self._say(_epoch_line(row, c.epochs, improved))
             if out_of_time:
-                stopped = f"time limit ({c.max_minutes} min)"
-                break
-            if c.early_stopping and stale >= c.early_stopping:
-                stopped = f"early stopping ({stale} validations without improvement)"
+                stopped = f"time limit: --max_minutes {c.max_minutes} reached after {done} of {c.epochs} epochs"
+            elif c.early_stopping and stale >= c.early_stopping:
+                stopped = f"early stopping: {stale} validations without a better score (--early_stopping)"
+            if self.is_main:
+                run_folder.write_history(self.out, history)
+                if self.saves_models:
+                    meta = self._meta(epoch + 1, metrics)
+                    if improved:
+                        save_model(self.out / "best", self.model, meta)
+                    resume = state.capture(epoch + 1, best, best_epoch, stale, self.optimizer, self.scheduler,
+                                           self.scaler)
+                    save_model(self.out / "last", self.model, meta, resume_state=resume)
+                info.update(epochs_done=done, best_epoch=best_epoch, best_metric=best, stopped=stopped,
+                            training_seconds=round(info["training_seconds"] + seconds, 3),
+                            finished=_now() if done == c.epochs or stopped != "completed" else None)
+                run_folder.write_run_info(self.out, info)
+                if self.on_epoch is not None:
+                    self.on_epoch(self.out)
+            self._say(_epoch_line(row, c.epochs, improved))
+            if stopped != "completed":
                 break
         if self.world > 1:
             dist.barrier()
-        return Run(self.out, best, best_epoch, done, stopped, history, self.is_main)
+        self._say(f"stopped: {stopped}")
+        return Run(self.out, best, best_epoch, done, stopped, history, self.is_main, c.epochs)
+
+    def resolved_config(self) -> TrainConfig:
+        """The config as this run uses it: task, loss, learning rate and workers decided, not None."""
+        c = self.config
+        resolved = dataclasses.replace(c, task=self.spec.task, loss=self.loss_name, lr=c.learning_rate,
+                                       workers=self.workers)
+        resolved.given = getattr(c, "given", frozenset())
+        return resolved
+
+    def _run_info(self, history: list[dict[str, Any]]) -> dict[str, Any]:
+        """run.json: what the report shows about the run besides its curves."""
+        previous = run_folder.read_run_info(self.out) if self.resume_from is not None else {}
+        return {
+            "started": previous.get("started") or _now(),
+            "finished": None,
+            "device": self.device.type,
+            "precision": self.precision,
+            "processes": self.world,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "network": type(self.model).__name__,
+            "epochs_planned": self.config.epochs,
+            "epochs_done": len(history),
+            "steps_per_epoch": self.steps_per_epoch,
+            "best_epoch": None,
+            "best_metric": None,
+            "stopped": None,
+            "training_seconds": float(sum(row.get("seconds") or 0 for row in history)),
+            "torch": torch.__version__,
+        }
 
     def _train_epoch(self, epoch: int, started: float) -> tuple[float, int, float, bool]:
         c = self.config
@@ -411,64 +435,25 @@ class Trainer:
 
     # --- state ------------------------------------------------------------------------------
 
-    def _resume_state(self, epoch: int, best: float | None, best_epoch: int | None, stale: int) -> dict[str, Any]:
-        return {
-            "epoch": epoch,
-            "best": best,
-            "best_epoch": best_epoch,
-            "stale": stale,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng_torch": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "rng_numpy": _numpy_state_to_tensor(np.random.get_state()),
-            "rng_python": _python_state_to_list(random.getstate()),
-        }
-
-    def _restore(self) -> tuple[int, float | None, int | None, list[dict[str, Any]], int]:
-        from unetkit.train.checkpoint import load, resolve_folder
-
-        folder = resolve_folder(self.out / "last")
-        state = load_resume_state(folder)
-        model, _ = load(folder)
-        self.model.load_state_dict(model.state_dict())
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.scaler.load_state_dict(state["scaler"])
-        except (KeyError, ValueError, RuntimeError):
+    def _restore(self, folder: Path) -> tuple[int, float | None, int | None, list[dict[str, Any]], int]:
+        saved = state.read(folder)
+        model, meta = load(folder)
+        before = meta.get("data") or {}
+        if before.get("classes") != self.spec.to_dict()["classes"] or before.get("in_channels") != self.spec.in_channels:
             raise UnetkitError(
-                f"{folder}: the resume state does not match this run's settings; resume with the same "
-                "config.yaml or start again with --overwrite."
-            ) from None
-        torch.set_rng_state(state["rng_torch"])
-        if state["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        np.random.set_state(_numpy_state_from_tensor(state["rng_numpy"]))
-        random.setstate(_python_state_from_list(state["rng_python"]))
-        epoch = int(state["epoch"])
-        timing = {row["epoch"]: row for row in _read_history(self.out / TIMING_FILE)}
-        history = [
-            {**row, **timing.get(row["epoch"], {})}
-            for row in _read_history(self.out / METRICS_FILE)
-            if int(row["epoch"]) <= epoch
-        ]
+                f"{self.config.data}: its classes or bands differ from those {folder} was trained on; resume with "
+                "the run's own data set, or train a new run in another --out."
+            )
+        try:
+            self.model.load_state_dict(model.state_dict())
+        except RuntimeError:
+            raise state.unusable(folder / state.RESUME_FILE, "its weights do not fit the saved settings") from None
+        state.restore(saved, folder / state.RESUME_FILE, self.optimizer, self.scheduler, self.scaler)
+        epoch = int(saved["epoch"])
+        history = run_folder.read_history(self.out, epoch)
         if epoch >= self.config.epochs:
             self._say(f"{self.out}: already trained for {epoch} epochs; raise --epochs to train further.")
-        return epoch, state["best"], state["best_epoch"], history, int(state["stale"])
-
-    def _write_history(self, history: list[dict[str, Any]]) -> None:
-        for name, columns in ((METRICS_FILE, COLUMNS), (TIMING_FILE, TIMING_COLUMNS)):
-            text = io.StringIO()
-            writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
-            writer.writeheader()
-            for row in history:
-                writer.writerow({k: _csv_value(row.get(k)) for k in columns})
-            atomic_write_bytes(self.out / name, text.getvalue().encode())
-        from unetkit.report.plots import plot_progress
-
-        plot_progress(history, self.out / "progress.png")
+        return epoch, saved["best"], saved["best_epoch"], history, int(saved["stale"])
 
     def _say(self, text: str) -> None:
         if self.is_main:
@@ -539,49 +524,5 @@ def _progress(total: int, description: str, enabled: bool):
     return tqdm(total=total, desc=description, leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
-def _csv_value(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return value
-
-
-def _read_history(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    with open(path, newline="") as handle:
-        for raw in csv.DictReader(handle):
-            rows.append({k: _parse_number(v) for k, v in raw.items()})
-    return rows
-
-
-def _parse_number(text: str) -> Any:
-    if text == "":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
-
-
-def _numpy_state_to_tensor(state: tuple) -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = state
-    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached": float(cached)}
-
-
-def _numpy_state_from_tensor(state: dict[str, Any]) -> tuple:
-    keys = state["keys"].numpy().astype(np.uint32)
-    return (state["kind"], keys, state["pos"], state["has_gauss"], state["cached"])
-
-
-def _python_state_to_list(state: tuple) -> list:
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def _python_state_from_list(state: list) -> tuple:
-    version, internal, gauss = state
-    return (version, tuple(internal), gauss)
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
