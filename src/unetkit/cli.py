@@ -504,6 +504,9 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--device", default="auto")
     predict.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                          help="auto: as training would run on this device")
+    predict.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+    predict.add_argument("--resume", action="store_true",
+                         help="keep the outputs already in --out and segment only the images not done yet")
     predict.set_defaults(run=_run_predict)
 
     export = commands.add_parser(
@@ -515,6 +518,7 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--model", required=True, help="RUN_DIR/best or a model folder")
     export.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
     export.add_argument("--out", required=True, help="the file to write (FILE.onnx for ONNX)")
+    export.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     export.set_defaults(run=_run_export)
 
 
@@ -526,10 +530,11 @@ def _run_predict(args: argparse.Namespace) -> int:
                           batch_size=args.batch_size, engine=args.engine, device=args.device,
                           precision=args.precision, progress=True)
     report = predict_files(predictor, args.input, args.out, probabilities=args.probabilities,
-                           overlay=args.overlay, progress=True)
+                           overlay=args.overlay, progress=True, overwrite=args.overwrite, resume=args.resume)
     for _, reason in report.failed:
         print(f"unetkit: skipped: {reason}", file=sys.stderr)
-    print(f"segmented {len(report.done)} image(s) into {args.out} ({len(report.written)} files); "
+    earlier = f", {len(report.skipped)} done earlier" if report.skipped else ""
+    print(f"segmented {len(report.done)} image(s) into {args.out} ({len(report.written)} files){earlier}; "
           f"{len(report.failed)} failed")
     return 1 if report.failed else 0
 
@@ -537,7 +542,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 def _run_export(args: argparse.Namespace) -> int:
     from unetkit.infer.export import export
 
-    print(export(args.model, args.out, format=args.format).to_line())
+    print(export(args.model, args.out, format=args.format, overwrite=args.overwrite).to_line())
     return 0
 
 

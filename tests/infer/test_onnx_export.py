@@ -104,3 +104,24 @@ def test_valid_padding_models_and_wrong_names_are_refused(make_model, tmp_path):
         export(make_model(padding="valid"), tmp_path / "m.pt", format="torchscript")
     with pytest.raises(UnetkitError, match=r"\*\.onnx"):
         export(make_model(), tmp_path / "m.bin", format="onnx")
+
+
+def test_export_never_writes_over_a_file(model_folder, tmp_path):
+    """The issue's command: exporting over the model's own weights is refused; they stay intact."""
+    weights = model_folder / "model.safetensors"
+    before = weights.read_bytes()
+    args = ["export", "--model", str(model_folder), "--format", "torchscript", "--out", str(weights)]
+    assert main(args) == 2
+    assert weights.read_bytes() == before
+    target = tmp_path / "m.pt"
+    assert main(args[:-1] + [str(target)]) == 0
+    assert main(args[:-1] + [str(target)]) == 2
+    assert main(args[:-1] + [str(target), "--overwrite"]) == 0
+
+
+def test_export_to_an_unwritable_place_is_one_sentence(model_folder, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["export", "--model", str(model_folder), "--format", "torchscript",
+                 "--out", str(tmp_path / "file" / "m.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write" in err

@@ -109,7 +109,7 @@ def test_an_output_folder_inside_the_input_folder_is_not_read_back(tmp_path, mod
     write_images(tmp_path, smooth_image, {"a.png": (20, 20)})
     args = ["predict", "--model", str(model_folder), "--input", str(tmp_path), "--out", str(tmp_path / "pred")]
     assert main(args) == 0
-    assert main(args) == 0  # the second run does not segment pred/a.png
+    assert main(args + ["--overwrite"]) == 0  # the second run does not segment pred/a.png
     assert sorted(p.name for p in (tmp_path / "pred").rglob("*")) == ["a.png"]
 
 
@@ -152,3 +152,34 @@ def test_geotiff_inputs_give_georeferenced_masks(tmp_path, model_folder, smooth_
         assert mask.crs.to_epsg() == 32633 and mask.transform == transform
         ids = mask.read(1)
     assert np.array_equal(ids, np.array(Image.open(tmp_path / "out" / "scene.png")))
+
+
+def test_predict_never_writes_over_existing_ground_truth(tmp_path, model_folder, smooth_image):
+    """The issue's command: `predict --input gt/images --out gt/masks` beside 24 ground-truth masks."""
+    gt = tmp_path / "gt"
+    write_images(gt / "images", smooth_image, {f"{i}.png": (24, 24) for i in range(3)})
+    truth = {}
+    for i in range(3):
+        write_image(gt / "masks" / f"{i}.png", np.full((24, 24), i, np.uint8))
+        truth[i] = (gt / "masks" / f"{i}.png").read_bytes()
+    args = ["predict", "--model", str(model_folder), "--input", str(gt / "images"), "--out", str(gt / "masks")]
+    assert main(args) == 2
+    assert main(args + ["--resume"]) == 0  # every image already has a mask there: nothing is written
+    assert main(args + ["--overlay", "--resume"]) == 0  # only the missing overlays are added
+    assert all((gt / "masks" / f"{i}.png").read_bytes() == truth[i] for i in range(3))
+    assert all((gt / "masks" / f"{i}_overlay.png").is_file() for i in range(3))
+    assert main(args + ["--overwrite"]) == 0
+    assert (gt / "masks" / "0.png").read_bytes() != truth[0]
+
+
+def test_resume_does_the_images_a_killed_run_did_not(tmp_path, model_folder, smooth_image, capsys):
+    write_images(tmp_path / "in", smooth_image, {"a.png": (20, 20), "b.png": (20, 20)})
+    args = ["predict", "--model", str(model_folder), "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    (tmp_path / "out" / "b.png").unlink()  # the kill: b was never written
+    (tmp_path / "out" / ".b.png.x1.unetkit-partial.png").write_bytes(b"half")
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "segmented 1 image(s)" in printed and "1 done earlier" in printed
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]

@@ -37,7 +37,8 @@ from torch import nn
 from unetkit.errors import UnetkitError
 from unetkit.infer.model_info import ModelInfo
 from unetkit.nn import UNet
-from unetkit.train.checkpoint import atomic_write_bytes, load
+from unetkit.atomic import atomic_write_bytes
+from unetkit.train.checkpoint import load
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4
@@ -65,12 +66,18 @@ class ExportReport:
 
 
 def export(model: UNet | str | Path, out: str | Path, *, format: str = "onnx", meta: dict[str, Any] | None = None,
-           tolerance: float = TOLERANCE) -> ExportReport:
+           tolerance: float = TOLERANCE, overwrite: bool = False) -> ExportReport:
     """Export `model` (a model folder, or a UNet with its `meta`) to `out`; refuses, writing
-    nothing, if the exported graph differs from PyTorch by `tolerance` or more."""
+    nothing, if the exported graph differs from PyTorch by `tolerance` or more, or if `out`
+    exists (unless `overwrite`)."""
     if format not in FORMATS:
         raise UnetkitError(f"--format {format!r} is not known: use onnx or torchscript.")
     out = Path(out)
+    if out.is_dir():
+        raise UnetkitError(f"--out {out} is a folder; name the file to write, e.g. {out / ('model.' + format)}.")
+    if out.exists() and not overwrite:
+        raise UnetkitError(f"--out {out} already exists, and unetkit never writes over a file: choose another name, "
+                           "or pass --overwrite to replace it.")
     if format == "onnx" and out.suffix.lower() != ".onnx":
         raise UnetkitError(f"--out {out}: name the ONNX file *.onnx, so that `unetkit predict` recognises it.")
     unet, info = _model_and_info(model, meta)

@@ -5,7 +5,9 @@ mirror the inputs' layout below their deepest common folder, so `a/x.png` and `b
 become OUT/a/x.png and OUT/b/x.png instead of overwriting each other; two inputs with the
 same stem in one folder (x.png, x.tif) keep their full names (OUT/x.png.png, OUT/x.tif.png).
 When OUT is a sub-folder of an input folder, OUT is not searched, so running twice does not
-segment the previous run's masks; any plan that would overwrite an input is refused.
+segment the previous run's masks; any plan that would overwrite an input is refused, and so
+is one that would write over any existing file unless the user passed `--overwrite`
+(replace) or `--resume` (keep what is there and do only the images not done yet).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from __future__ import annotations
 import glob
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from unetkit.atomic import remove_leftovers
 from unetkit.data.io import IMAGE_EXTENSIONS
 from unetkit.errors import UnetkitError
 
@@ -37,6 +40,20 @@ class Job:
     def possible_outputs(self) -> list[Path]:
         return [self.output(s) for s in (*MASK_SUFFIXES, *PROBABILITY_SUFFIXES, OVERLAY_SUFFIX)]
 
+    def outputs(self, probabilities: str | None = None, overlay: bool = False) -> list[Path]:
+        """What this run may write for the job: the mask (.png or .tif) and the asked-for extras."""
+        wanted = [*MASK_SUFFIXES]
+        if probabilities is not None:
+            wanted.append(f"_prob.{probabilities}")
+        if overlay:
+            wanted.append(OVERLAY_SUFFIX)
+        return [self.output(s) for s in wanted]
+
+    def done(self, probabilities: str | None = None, overlay: bool = False) -> bool:
+        """Whether an earlier run already wrote this job's mask and extras (for --resume)."""
+        mask, extras = self.outputs(probabilities, overlay)[:2], self.outputs(probabilities, overlay)[2:]
+        return any(p.is_file() for p in mask) and all(p.is_file() for p in extras)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -44,11 +61,14 @@ class Plan:
 
     jobs: list[Job]
     missing: list[tuple[str, str]]
+    skipped: list[Job] = field(default_factory=list)  # done by an earlier run (--resume)
 
 
-def plan(inputs: list[str | Path], out: str | Path) -> Plan:
+def plan(inputs: list[str | Path], out: str | Path, *, probabilities: str | None = None, overlay: bool = False,
+         overwrite: bool = False, resume: bool = False) -> Plan:
     """Expand `inputs` and give every image its output stem under `out`; refuses (one
-    sentence) an `out` that would put outputs beside or over the inputs."""
+    sentence) an `out` that would put outputs beside or over the inputs, or over any file
+    that exists unless `overwrite` (replace it) or `resume` (skip the images already done)."""
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise UnetkitError(f"--out {out} is a file; --out names a folder for the masks.")
@@ -62,7 +82,19 @@ def plan(inputs: list[str | Path], out: str | Path) -> Plan:
     clashes = Counter(r.with_suffix("") for r in relative)
     jobs = [Job(f, out / (r.with_suffix("") if clashes[r.with_suffix("")] == 1 else r)) for f, r in zip(files, relative)]
     _refuse_overlaps(jobs, out)
-    return Plan(jobs, missing)
+    if overwrite and resume:
+        raise UnetkitError("--overwrite and --resume contradict each other: replace the outputs, or keep them.")
+    remove_leftovers(out, recursive=True)
+    skipped = [job for job in jobs if job.done(probabilities, overlay)] if resume else []
+    if not (overwrite or resume):
+        existing = [p for job in jobs for p in job.outputs(probabilities, overlay) if p.exists()]
+        if existing:
+            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+            raise UnetkitError(
+                f"--out {out}: {existing[0]} already exists{more}, and unetkit never writes over a file: choose a "
+                "new --out folder, pass --resume to do only the images not done yet, or --overwrite to replace them."
+            )
+    return Plan([job for job in jobs if job not in skipped], missing, skipped)
 
 
 def _expand(inputs: list[str], out: Path) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:

@@ -27,22 +27,28 @@ ROWS_PER_BAND = 1024  # overlay rows blended at a time, to keep big images' memo
 
 def write_outputs(job: Job, image: np.ndarray, probs: np.ndarray, mask: np.ndarray, info: ModelInfo, *,
                   probabilities: str | None = None, overlay: bool = False,
-                  geo_profile: dict | None = None) -> list[Path]:
-    """Write the mask (and the asked-for extras) of `job`; returns the paths written."""
+                  geo_profile: dict | None = None, keep_existing: bool = False) -> list[Path]:
+    """Write the mask (and the asked-for extras) of `job`; returns the paths written.
+    `keep_existing` leaves every file that is already there as it is (--resume)."""
     written = []
+
+    def wanted(path: Path) -> bool:
+        return not (keep_existing and path.exists())
+
     palette = info.palette()
-    if geo_profile is not None:
+    if geo_profile is not None and wanted(job.output(".tif")):
         written.append(job.output(".tif"))
         write_geo_mask(written[-1], mask, geo_profile)
     if mask.ndim == 2 and palette is not None:
-        written.append(job.output(".png"))
-        write_mask(written[-1], mask, palette)
-    elif geo_profile is None:
+        if wanted(job.output(".png")):
+            written.append(job.output(".png"))
+            write_mask(written[-1], mask, palette)
+    elif geo_profile is None and wanted(job.output(".tif")):
         written.append(job.output(".tif"))
         write_mask(written[-1], mask)
-    if probabilities is not None:
+    if probabilities is not None and wanted(job.output(f"_prob.{probabilities}")):
         written.append(write_probabilities(job, probs, probabilities))
-    if overlay:
+    if overlay and wanted(job.output("_overlay.png")):
         written.append(job.output("_overlay.png"))
         write_image(written[-1], overlay_image(image, mask, info))
     return written

@@ -28,21 +28,24 @@ class FilesReport:
     done: list[Path] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)  # already done by an earlier run (--resume)
 
 
 def predict_files(predictor: Predictor, inputs: Sequence[str | Path], out: str | Path, *,
-                  probabilities: str | None = None, overlay: bool = False, progress: bool = False) -> FilesReport:
-    """Segment every image in `inputs` (files, folders, glob patterns) into `out`."""
+                  probabilities: str | None = None, overlay: bool = False, progress: bool = False,
+                  overwrite: bool = False, resume: bool = False) -> FilesReport:
+    """Segment every image in `inputs` (files, folders, glob patterns) into `out`; existing
+    files are refused unless `overwrite` (replace) or `resume` (skip images already done)."""
     if probabilities is not None and probabilities not in PROBABILITY_FORMATS:
         raise UnetkitError(f"--probabilities {probabilities!r}: use tif or npy.")
-    jobs = plan(list(inputs), out)
-    report = FilesReport(failed=list(jobs.missing))
+    jobs = plan(list(inputs), out, probabilities=probabilities, overlay=overlay, overwrite=overwrite, resume=resume)
+    report = FilesReport(failed=list(jobs.missing), skipped=[job.source for job in jobs.skipped])
     pending: list[tuple[Job, np.ndarray]] = []
 
     def finish(batch: list[tuple[Job, np.ndarray]]) -> None:
         results = predictor.predict_many([image for _, image in batch], [str(job.source) for job, _ in batch])
         for (job, image), probs in zip(batch, results):
-            _write(job, image, probs, predictor, report, probabilities, overlay)
+            _write(job, image, probs, predictor, report, probabilities, overlay, resume)
 
     with _bar(len(jobs.jobs), progress) as bar:
         for job in jobs.jobs:
@@ -73,12 +76,12 @@ def _read(job: Job, predictor: Predictor, report: FilesReport) -> np.ndarray | N
 
 
 def _write(job: Job, image: np.ndarray, probs: np.ndarray, predictor: Predictor, report: FilesReport,
-           probabilities: str | None, overlay: bool) -> None:
+           probabilities: str | None, overlay: bool, keep_existing: bool) -> None:
     try:
         mask = predictor.decode(probs)
         profile = read_geo_profile(job.source)
         report.written += write_outputs(job, image, probs, mask, predictor.info, probabilities=probabilities,
-                                        overlay=overlay, geo_profile=profile)
+                                        overlay=overlay, geo_profile=profile, keep_existing=keep_existing)
         report.done.append(job.source)
     except UnetkitError as error:
         report.failed.append((str(job.source), str(error)))
