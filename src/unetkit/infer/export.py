@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unetkit.atomic import atomic_write_bytes
 from unetkit.errors import UnetkitError
 from unetkit.infer.model_info import ModelInfo
 from unetkit.nn import UNet
-from unetkit.atomic import atomic_write_bytes
 from unetkit.train.checkpoint import load
 
 FORMATS = ("onnx", "torchscript")
