@@ -235,7 +235,7 @@ def seeded_with_every_problem(builder) -> None:
 
 EVERY_PROBLEM = {
     ("image-without-mask", "images/lonely.tif"), ("mask-without-image", "masks/orphan.png"),
-    ("size-mismatch", "masks/small.png"), ("nan", "images/nan.tif"), ("labels-outside-class-map", "masks/outside.png"),
+    ("size-mismatch", "masks/small.png"), ("nodata", "images/nan.tif"), ("labels-outside-class-map", "masks/outside.png"),
     ("rgb-without-colour-map", "masks/rgb.png"), ("unreadable", "masks/empty.png"), ("unreadable", "images/text.tif"),
     ("unreadable", "masks/cut.png"), ("class-never-occurs", "classes.json"), ("foreground-near-zero", "masks/"),
 }

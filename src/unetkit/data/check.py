@@ -1,7 +1,10 @@
 """`unetkit data check`: read every pair once, summarise it, list what would corrupt training.
 
-One pass decodes each image and mask (so unreadable, truncated and NaN files are found),
-counts label values, and streams the per-band mean and std of the training split. The
+One pass decodes each image and mask (so unreadable, truncated and oversized files are
+found), counts label values, and streams the per-band mean and std of the training split
+over the pixels that have data. Pixels without data (NaN, infinity, the GeoTIFF nodata
+value) are normal in rasters: under the ignore label they are what the mask says; under a
+label they are a warning (filled with the band mean, or left out with `ignore_nodata`). The
 class map, the task and the mask encoding are then decided from what was found, with the
 same rules `decode_mask` applies during training, and every file that breaks them is
 reported on its own line. Training calls this first (`inspect_dataset`) and stops on any
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unetkit.data.io import UnreadableFile, label_files, pack_rgb, read_image, read_mask_raw
+from unetkit.data.io import UnreadableFile, label_files, pack_rgb, read_image_nodata, read_mask_raw
 from unetkit.data.layout import Layout, Problem, make_splits, scan
 from unetkit.data.spec import (
     TASKS,
@@ -45,6 +48,8 @@ class _Pair:
     values: list[Counter] = field(default_factory=list)  # one Counter per layer (one for ids/rgb)
     grey: bool = True  # an rgb mask whose three channels are equal
     left_out: bool = False  # its mask is already reported and stays out of the class map
+    nodata: int = 0  # image pixels without data
+    nodata_values: Counter | None = None  # mask values under them (multilabel: the value all layers share, or -1)
 
 
 @dataclass
@@ -119,8 +124,13 @@ def check_dataset(
     seed: int = 0,
     task: str | None = None,
     include_alpha: bool = False,
+    ignore_nodata: bool = False,
 ) -> CheckReport:
-    """Check the data set at `root`; raises UnetkitError only when it is not a data set at all."""
+    """Check the data set at `root`; raises UnetkitError only when it is not a data set at all.
+
+    `ignore_nodata`: labelled pixels without data are to be left out of loss and metrics;
+    the spec gets an ignore index for them when the data set has none.
+    """
     if task is not None and task not in TASKS:
         raise UnetkitError(f"--task {task!r} must be one of {', '.join(TASKS)}")
     layout = scan(root)
@@ -139,6 +149,7 @@ def check_dataset(
     spec = _decide(layout, pairs, classes_file, labels, task, include_alpha, problems, notes)
     classes = _label_shares(spec, pairs, train, problems, layout) if spec else []
     if spec:
+        _nodata_findings(layout, spec, pairs, ignore_nodata, problems, notes)
         spec.mean, spec.std = stats.result(problems, notes)
         spec.in_channels = len(spec.mean) if spec.mean else spec.in_channels
     if len(layout.pairs) == 1:
@@ -170,21 +181,17 @@ def _read_pair(
 ) -> _Pair:
     pair = _Pair(stem)
     image_path, mask_path = layout.images[stem], layout.masks[stem]
+    image = nodata = None
     try:
-        image = read_image(image_path, include_alpha=include_alpha)
+        image, nodata = read_image_nodata(image_path, include_alpha=include_alpha)
     except UnreadableFile as error:
         problems.append(Problem("unreadable", layout.relative(image_path), error.reason))
-        image = None
     if image is not None:
         pair.size, pair.bands, pair.dtype = image.shape[:2], image.shape[2], image.dtype.name
-        finite = True
-        if image.dtype.kind == "f" and not np.isfinite(image).all():
-            bad = int((~np.isfinite(image)).sum())
-            problems.append(Problem("nan", layout.relative(image_path),
-                                    f"{bad} pixel(s) are NaN or infinite; replace them (e.g. with 0) or remove the image"))
-            finite = False
-        if stats is not None and finite:
-            stats.add(image)
+        if nodata is not None:
+            pair.nodata = int(nodata.sum())
+        if stats is not None:
+            stats.add(image, None if nodata is None else ~nodata)
     if mask_path.is_dir() and labels is not None:
         for name, path in label_files(mask_path).items():
             if name not in labels:
@@ -216,7 +223,23 @@ def _read_pair(
     else:
         layers = raw if pair.kind == "multilabel" else raw[None]
         pair.values = [_count(layer) for layer in layers]
+    if nodata is not None and tuple(mask_size) == tuple(nodata.shape):
+        pair.nodata_values = _values_under(raw, pair.kind, nodata)
     return pair
+
+
+def _values_under(raw: np.ndarray, kind: str, nodata: np.ndarray) -> Counter:
+    """Mask values at the no-data pixels: ids, packed colours, or for label stacks the value
+    every layer holds there (-1 where the layers differ: some label is set)."""
+    if kind == "rgb":
+        under = pack_rgb(raw[nodata])
+    elif kind == "multilabel":
+        layers = raw[:, nodata].astype(np.int64)
+        under = np.where((layers == layers[:1]).all(axis=0), layers[0], -1)
+    else:
+        under = raw[nodata]
+    keys, counts = np.unique(under, return_counts=True)
+    return Counter(dict(zip(keys.astype(np.int64).tolist(), counts.tolist())))
 
 
 def _count(layer: np.ndarray) -> Counter:
@@ -234,14 +257,21 @@ class _BandStats:
 
     def __init__(self) -> None:
         self.n = 0
+        self.images = 0
         self.mean: np.ndarray | None = None
         self.m2: np.ndarray | None = None
 
-    def add(self, image: np.ndarray) -> None:
-        """Merge an (H, W, C) image, a block of rows at a time so float64 copies stay small."""
+    def add(self, image: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Merge an (H, W, C) image's pixels where `valid` (H, W) is True (all when None), a
+        block of rows at a time so float64 copies stay small."""
+        self.images += 1
         rows = max(1, self.BLOCK // max(1, image.shape[1] * image.shape[2]))
         for start in range(0, image.shape[0], rows):
-            self._merge(image[start:start + rows].reshape(-1, image.shape[2]).astype(np.float64))
+            pixels = image[start:start + rows].reshape(-1, image.shape[2])
+            if valid is not None:
+                pixels = pixels[valid[start:start + rows].ravel()]
+            if len(pixels):
+                self._merge(pixels.astype(np.float64))
 
     def _merge(self, pixels: np.ndarray) -> None:
         n, mean = pixels.shape[0], pixels.mean(axis=0)
@@ -259,6 +289,9 @@ class _BandStats:
 
     def result(self, problems: list[Problem], notes: list[str]) -> tuple[list[float], list[float]]:
         if self.mean is None:
+            if self.images:
+                problems.append(Problem("no-valid-pixels", "images/", "every pixel of the training images is "
+                                        "without data (NaN, infinite or the GeoTIFF nodata value); check the images"))
             return [], []
         std = np.sqrt(self.m2 / self.n)
         for band in np.flatnonzero(std == 0):
@@ -266,6 +299,77 @@ class _BandStats:
                                     "it carries no information (its std is set to 1)", corrupts=False))
         std = np.where(std > 0, std, 1.0)
         return [float(v) for v in self.mean], [float(v) for v in std]
+
+
+# --- pixels without data ------------------------------------------------------------------
+
+
+def _nodata_findings(
+    layout: Layout, spec: DataSpec, pairs: list[_Pair], ignore_nodata: bool, problems: list[Problem],
+    notes: list[str],
+) -> None:
+    """No-data under the ignore label is a note; under labels a warning (and an ignore index
+    for them when `ignore_nodata` asks and the data set has none)."""
+    ignored = labelled = 0
+    images: list[str] = []
+    for pair in pairs:
+        if not pair.nodata_values or pair.left_out:
+            continue
+        keys = np.fromiter(pair.nodata_values.keys(), dtype=np.int64, count=len(pair.nodata_values))
+        counts = np.fromiter(pair.nodata_values.values(), dtype=np.int64, count=len(pair.nodata_values))
+        under_ignore = int(counts[_is_ignore(spec, keys, pair.kind)].sum())
+        ignored += under_ignore
+        if under_ignore < pair.nodata:
+            labelled += pair.nodata - under_ignore
+            images.append(layout.relative(layout.images[pair.stem]))
+    if ignored:
+        notes.append(f"{ignored:,} pixel(s) without data lie under the ignore label {spec.ignore_index}: "
+                     "left out of training, as the masks say")
+    if not labelled:
+        return
+    if ignore_nodata and spec.ignore_index is None:
+        spec.ignore_index = _free_ignore_index(spec, pairs)
+        notes.append(f"--ignore_nodata: ignore index {spec.ignore_index} added for the labelled pixels without data")
+    where = images[0] if len(images) == 1 else "images/"
+    which = "" if len(images) == 1 else " (" + ", ".join(images[:3]) + (", ..." if len(images) > 3 else "") + ")"
+    then = ("left out of the loss and the metrics (--ignore_nodata)" if ignore_nodata else
+            "filled with the band mean and trained on with their labels; pass --ignore_nodata to leave them "
+            "out of the loss and the metrics")
+    problems.append(Problem(
+        "nodata", where, f"{labelled:,} pixel(s) without data (NaN, infinite or the GeoTIFF nodata value) in "
+        f"{len(images)} image(s){which} lie under labels, not the ignore label: they are {then}", corrupts=False,
+    ))
+
+
+def _is_ignore(spec: DataSpec, keys: np.ndarray, kind: str | None) -> np.ndarray:
+    """Which stored mask values are the ignore label (decided on the stored value, as decode_mask does)."""
+    ignore = spec.ignore_index
+    if ignore is None or kind is None:
+        return np.zeros(keys.shape, bool)
+    if kind == "rgb":
+        if spec.color_coded:
+            return np.zeros(keys.shape, bool)
+        grey = keys & 0xFF
+        is_grey = ((keys >> 16) == grey) & (((keys >> 8) & 0xFF) == grey)
+        return is_grey & _is_ignore(spec, grey, "ids")
+    if spec.binary_255:
+        keys = np.where(keys == 255, 1, keys)
+    return keys == ignore
+
+
+def _free_ignore_index(spec: DataSpec, pairs: list[_Pair]) -> int:
+    """255, or the first value above it that is no class id or index and no stored mask value."""
+    taken = {c["id"] for c in spec.classes}
+    for pair in pairs:
+        if pair.kind in ("ids", "multilabel"):
+            for layer in pair.values:
+                taken |= set(layer)
+        elif pair.kind == "rgb":
+            taken |= {key & 0xFF for key in pair.values[0]} if pair.values else set()
+    value = max(255, len(spec.classes))
+    while value in taken:
+        value += 1
+    return value
 
 
 # --- deciding the class map ----------------------------------------------------------------

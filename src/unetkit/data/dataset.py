@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from unetkit.data.check import check_dataset
-from unetkit.data.io import read_image, read_mask, to_chw
+from unetkit.data.io import max_pixels, read_image_nodata, read_mask, to_chw
 from unetkit.data.layout import scan
 from unetkit.data.spec import DataSpec
 from unetkit.errors import UnetkitError
@@ -35,9 +35,15 @@ def inspect_dataset(
     seed: int = 0,
     task: str | None = None,
     include_alpha: bool = False,
+    ignore_nodata: bool = False,
 ) -> tuple[DataSpec, dict[str, list[str]]]:
-    """Check `root` and return (spec, splits); raise on the first problem that corrupts training."""
-    report = check_dataset(root, val_fraction=val_fraction, seed=seed, task=task, include_alpha=include_alpha)
+    """Check `root` and return (spec, splits); raise on the first problem that corrupts training.
+
+    With `ignore_nodata` the spec has an ignore index for labelled pixels without data
+    (pass the same flag to `SegmentationDataset`).
+    """
+    report = check_dataset(root, val_fraction=val_fraction, seed=seed, task=task, include_alpha=include_alpha,
+                           ignore_nodata=ignore_nodata)
     errors = report.errors
     if errors:
         first = errors[0]
@@ -61,6 +67,11 @@ class SegmentationDataset(Dataset):
     without one, `patch_size` takes a seeded random crop (padded with zeros / the ignore
     index when the image is smaller). `cache=True` keeps decoded pairs in memory (per
     worker process), for small data sets.
+
+    Pixels without data (NaN, infinite, the GeoTIFF nodata value) are filled with the band
+    mean, so they are 0 once normalised; `ignore_nodata=True` also sets their targets to
+    spec.ignore_index, leaving them out of loss and metrics. The pixel limit in force when
+    the data set is built (`unetkit.data.io.max_pixels`) travels with it to worker processes.
     """
 
     def __init__(
@@ -73,6 +84,7 @@ class SegmentationDataset(Dataset):
         patch_size: tuple[int, int] | None = None,
         cache: bool = False,
         seed: int = 0,
+        ignore_nodata: bool = False,
     ) -> None:
         layout = scan(root)
         missing = [s for s in stems if s not in layout.images or s not in layout.masks]
@@ -89,12 +101,14 @@ class SegmentationDataset(Dataset):
         self.patch_size = tuple(patch_size) if patch_size is not None else None
         self.cache = cache
         self.seed = int(seed)
+        self.ignore_nodata = bool(ignore_nodata)
+        self.pixel_limit = max_pixels()  # a spawned worker re-imports io: carry the setting along
         self.epoch = 0
         self._images = [layout.images[s] for s in self.stems]
         self._masks = [layout.masks[s] for s in self.stems]
         self._mean = np.asarray(spec.mean, np.float32)
         self._std = np.asarray(spec.std, np.float32)
-        self._stored: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._stored: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
 
     def __len__(self) -> int:
         return len(self.stems)
@@ -109,33 +123,47 @@ class SegmentationDataset(Dataset):
         return int.from_bytes(digest, "little") & 0x7FFFFFFF
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The pair as stored: image (H, W, C) native dtype, targets (H, W) or (L, H, W) int64."""
+        """The pair as stored: image (H, W, C) native dtype (no-data pixels as they are), targets
+        (H, W) or (L, H, W) int64 (no-data pixels ignored when `ignore_nodata`)."""
+        image, target, _ = self.load_with_nodata(index)
+        return image, target
+
+    def load_with_nodata(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """`load`, and the (H, W) mask of pixels without data (None when there are none)."""
         if index in self._stored:
-            image, target = self._stored[index]
-            return image, target.astype(np.int64)
+            image, target, nodata = self._stored[index]
+            return image, target.astype(np.int64), nodata
         image_path, mask_path = self._images[index], self._masks[index]
-        image = read_image(image_path, include_alpha=self.spec.include_alpha)
+        image, nodata = read_image_nodata(image_path, include_alpha=self.spec.include_alpha,
+                                          pixel_limit=self.pixel_limit)
         if image.shape[2] != self.spec.in_channels:
             raise UnetkitError(
                 f"{image_path} has {image.shape[2]} band(s), the model takes {self.spec.in_channels}; "
                 "give every image the same bands"
             )
-        if image.dtype.kind == "f" and not np.isfinite(image).all():
-            raise UnetkitError(f"{image_path} holds NaN or infinite values; replace them or remove the image")
-        target = read_mask(mask_path, self.spec)
+        target = read_mask(mask_path, self.spec, pixel_limit=self.pixel_limit)
         if target.shape[-2:] != image.shape[:2]:
             raise UnetkitError(
                 f"{mask_path} is {target.shape[-2]}x{target.shape[-1]} but its image is "
                 f"{image.shape[0]}x{image.shape[1]}; resize the mask or re-export the pair"
             )
+        if nodata is not None and self.ignore_nodata:
+            if self.spec.ignore_index is None:
+                raise UnetkitError(
+                    f"{image_path} has pixels without data but the data spec has no ignore index to leave them "
+                    "out with; build the spec with inspect_dataset(..., ignore_nodata=True)"
+                )
+            target[..., nodata] = self.spec.ignore_index
         if self.cache:
             small = np.uint8 if target.max(initial=0) <= 255 else np.int32
-            self._stored[index] = (image, target.astype(small))
-        return image, target
+            self._stored[index] = (image, target.astype(small), nodata)
+        return image, target, nodata
 
     def __getitem__(self, index: int) -> dict:
-        image, target = self.load(index)
+        image, target, nodata = self.load_with_nodata(index)
         image = (image.astype(np.float32) - self._mean) / self._std
+        if nodata is not None:
+            image[nodata] = 0.0  # the band mean, normalised: no NaN reaches the network
         seed = self.sample_seed(index)
         if self.transform is not None:
             mask = target if target.ndim == 2 else np.moveaxis(target, 0, -1)

@@ -5,6 +5,11 @@ class ids or (L, H, W) multi-label stacks. The HWC <-> CHW conversion of the pac
 happens here too (`to_chw`, `to_hwc`), so the rest of the code never guesses an axis order.
 Every writer is atomic (`unetkit.atomic`): an interrupted run never leaves half a file behind. Problems a user can fix raise `UnetkitError` with one
 sentence naming the file.
+
+Every reader checks the image's size in the file header before decoding a pixel
+(`set_max_pixels`, the `--max-pixels` flag): a 400 KB file that claims 30000x30000 pixels
+is refused in one sentence instead of taking gigabytes. `read_image_nodata` also says where
+an image holds no data (NaN, infinity, the GeoTIFF nodata value), which rasters often do.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import EllipsisType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,6 +39,16 @@ WRITABLE_DTYPES = (np.uint8, np.uint16, np.float32)
 
 Palette = Sequence[tuple[int, int, int]]
 
+DEFAULT_MAX_PIXELS = 250_000_000  # admits a 10980x10980 Sentinel-2 tile and a 10000x10000 scan
+GDAL_NODATA = 42113  # TIFF tag: the no-data value of a GeoTIFF, as text ("0", "-9999", "nan")
+
+PixelLimit = int | None | EllipsisType  # per call: a limit, None for none, ... for `max_pixels()`
+
+_max_pixels: int | None = DEFAULT_MAX_PIXELS
+# Our header check decides (with a message that names --max-pixels); Pillow's own would stop
+# some files at open with DecompressionBombError and only warn for others.
+Image.MAX_IMAGE_PIXELS = None
+
 
 class UnreadableFile(UnetkitError):
     """A file that cannot be decoded; `reason` is the sentence without the path."""
@@ -41,6 +57,37 @@ class UnreadableFile(UnetkitError):
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"cannot read {path}: {reason}")
+
+
+# --- the pixel limit ---------------------------------------------------------------------
+
+
+def set_max_pixels(n: int | None) -> None:
+    """Set the largest image (height x width, bands not counted) any reader decodes; None: no limit."""
+    global _max_pixels
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+        raise UnetkitError(f"--max-pixels {n!r} must be a whole number of pixels >= 1 (or none for no limit)")
+    _max_pixels = None if n is None else int(n)
+    Image.MAX_IMAGE_PIXELS = None  # keep Pillow out of it, even if something else set it since
+
+
+def max_pixels() -> int | None:
+    """The limit readers apply when a call gives none (default DEFAULT_MAX_PIXELS; None: no limit)."""
+    return _max_pixels
+
+
+def _limit(pixel_limit: PixelLimit) -> int | None:
+    return _max_pixels if pixel_limit is ... else pixel_limit
+
+
+def _check_pixels(path: Path, height: int, width: int, limit: int | None) -> None:
+    """Refuse, before decoding, an image whose header says it is larger than `limit` pixels."""
+    pixels = int(height) * int(width)
+    if limit is not None and pixels > limit:
+        raise UnreadableFile(
+            path, f"its header says {height}x{width} = {pixels:,} pixels, over the limit of {limit:,} pixels; "
+            f"pass --max-pixels {pixels} to read it anyway, or cut it into tiles"
+        )
 
 
 # --- axis order ----------------------------------------------------------------------------
@@ -186,19 +233,60 @@ def _write_png16_color(path: Path, image: np.ndarray) -> None:
 # --- reading -------------------------------------------------------------------------------
 
 
-def read_image(path: str | Path, *, include_alpha: bool = False) -> np.ndarray:
+def read_image(path: str | Path, *, include_alpha: bool = False, pixel_limit: PixelLimit = ...) -> np.ndarray:
     """Read any supported image as (H, W, C), native dtype; RGBA's alpha dropped unless asked.
 
     Grayscale stays one band. Multi-band TIFF (bands interleaved, planar, or one page per
     band) comes back with the bands last. Alpha is only dropped where the file says it is
     alpha (PNG/BMP RGBA, TIFF extra samples): a 4-band multispectral TIFF keeps 4 bands.
+    An image larger than `pixel_limit` (default: `max_pixels()`) is refused before decoding.
     """
-    path = Path(path)
+    return _read_image(Path(path), include_alpha, _limit(pixel_limit))[0]
+
+
+def read_image_nodata(
+    path: str | Path, *, include_alpha: bool = False, pixel_limit: PixelLimit = ...
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`read_image`, and an (H, W) bool mask of the pixels without data (None when there are none).
+
+    A pixel has no data when any of its bands is NaN or infinite (float images) or equals the
+    GeoTIFF nodata value (TIFF tag GDAL_NODATA, integer and float images): rasters cut to an
+    orbit or a coastline have such pixels, and they must not poison statistics or training.
+    """
+    image, nodata_value = _read_image(Path(path), include_alpha, _limit(pixel_limit))
+    return image, nodata_mask(image, nodata_value)
+
+
+def nodata_mask(image: np.ndarray, nodata_value: float | None = None) -> np.ndarray | None:
+    """(H, W) True where any band of an (H, W, C) image is NaN/inf or `nodata_value`; None if nowhere."""
+    floating = image.dtype.kind == "f"
+    value = None
+    if nodata_value is not None and not np.isnan(nodata_value):
+        if floating:
+            value = image.dtype.type(nodata_value)
+        elif float(nodata_value).is_integer():
+            info = np.iinfo(image.dtype)
+            value = image.dtype.type(nodata_value) if info.min <= nodata_value <= info.max else None
+    if not floating and value is None:
+        return None
+    mask = np.zeros(image.shape[:2], bool)
+    for band in range(image.shape[2]):  # band by band: no (H, W, C) temporary
+        plane = image[:, :, band]
+        if floating:
+            mask |= ~np.isfinite(plane)
+        if value is not None:
+            mask |= plane == value
+    return mask if mask.any() else None
+
+
+def _read_image(path: Path, include_alpha: bool, limit: int | None) -> tuple[np.ndarray, float | None]:
+    """(image (H, W, C), the GeoTIFF nodata value or None)."""
     _require_file(path)
+    nodata_value = None
     if path.suffix.lower() in TIFF:
-        image, has_alpha = _guard(path, lambda: _read_tiff_image(path))
+        image, has_alpha, nodata_value = _guard(path, lambda: _read_tiff_image(path, limit))
     else:
-        image, has_alpha = _guard(path, lambda: _read_pillow_image(path))
+        image, has_alpha = _guard(path, lambda: _read_pillow_image(path, limit))
     if image.ndim == 2:
         image = image[:, :, None]
     if has_alpha and not include_alpha:
@@ -211,33 +299,37 @@ def read_image(path: str | Path, *, include_alpha: bool = False) -> np.ndarray:
         raise UnreadableFile(path, f"pixel type {image.dtype} is not supported; save it as uint8, uint16 or float32")
     if image.ndim != 3 or min(image.shape) < 1:
         raise UnreadableFile(path, f"expected an (H, W[, C]) image, got shape {image.shape}")
-    return np.ascontiguousarray(image)
+    return np.ascontiguousarray(image), nodata_value
 
 
-def read_mask_raw(path: str | Path, labels: Sequence[str] | None = None) -> tuple[np.ndarray, str]:
+def read_mask_raw(
+    path: str | Path, labels: Sequence[str] | None = None, *, pixel_limit: PixelLimit = ...
+) -> tuple[np.ndarray, str]:
     """Read a mask file or per-label folder as stored, and say what kind it is.
 
     Returns (array, kind): kind "ids" for (H, W) single-channel values (palette PNGs by
     index), "rgb" for (H, W, 3) colour-coded masks, "multilabel" for (L, H, W) stacks from
     a multi-page TIFF or a folder of one binary image per label (`labels` gives the order
-    by file stem; a label without a file is all zeros).
+    by file stem; a label without a file is all zeros). A mask larger than `pixel_limit`
+    (default: `max_pixels()`) is refused before decoding.
     """
     path = Path(path)
+    limit = _limit(pixel_limit)
     if path.is_dir():
-        return _read_label_folder(path, labels), "multilabel"
+        return _read_label_folder(path, labels, limit), "multilabel"
     _require_file(path)
     if path.suffix.lower() in TIFF:
-        return _guard(path, lambda: _read_tiff_mask(path))
-    array = _guard(path, lambda: _read_pillow_mask(path))
+        return _guard(path, lambda: _read_tiff_mask(path, limit))
+    array = _guard(path, lambda: _read_pillow_mask(path, limit))
     return array, ("ids" if array.ndim == 2 else "rgb")
 
 
-def read_mask(path: str | Path, spec: DataSpec) -> np.ndarray:
+def read_mask(path: str | Path, spec: DataSpec, *, pixel_limit: PixelLimit = ...) -> np.ndarray:
     """A mask as training targets under `spec`: (H, W) class indices or (L, H, W) 0/1 labels."""
     from unetkit.data.spec import decode_mask
 
     path = Path(path)
-    raw, kind = read_mask_raw(path, labels=spec.class_names if path.is_dir() else None)
+    raw, kind = read_mask_raw(path, labels=spec.class_names if path.is_dir() else None, pixel_limit=pixel_limit)
     return decode_mask(spec, raw[:, :, :3] if kind == "rgb" else raw, kind, path)
 
 
@@ -247,7 +339,7 @@ def label_files(folder: Path) -> dict[str, Path]:
             and not p.name.startswith(".")}
 
 
-def _read_label_folder(folder: Path, labels: Sequence[str] | None) -> np.ndarray:
+def _read_label_folder(folder: Path, labels: Sequence[str] | None, limit: int | None) -> np.ndarray:
     files = label_files(folder)
     if not files:
         raise UnreadableFile(folder, "a multi-label mask folder needs one image per label; it has none")
@@ -257,7 +349,7 @@ def _read_label_folder(folder: Path, labels: Sequence[str] | None) -> np.ndarray
         if name not in files:
             layers.append(None)
             continue
-        array, kind = read_mask_raw(files[name])
+        array, kind = read_mask_raw(files[name], pixel_limit=limit)
         if kind == "rgb" and _is_gray(array):
             array = array[:, :, 0]
         elif kind != "ids":
@@ -357,6 +449,10 @@ def _guard(path: Path, read: Callable):
         return read()
     except UnetkitError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise UnreadableFile(  # only when something set Pillow's own limit again; ours runs first
+            path, f"it is too large to decode safely ({_short(error)}); pass --max-pixels N to raise the limit"
+        ) from None
     except UnidentifiedImageError:
         kind = path.suffix.lower().lstrip(".").upper() or "image"
         raise UnreadableFile(
@@ -375,8 +471,9 @@ def _short(error: BaseException) -> str:
     return text[:120]
 
 
-def _read_pillow_image(path: Path) -> tuple[np.ndarray, bool]:
+def _read_pillow_image(path: Path, limit: int | None) -> tuple[np.ndarray, bool]:
     with Image.open(path) as picture:
+        _check_pixels(path, picture.height, picture.width, limit)  # .size is the header's; nothing decoded yet
         picture.load()
         mode = picture.mode
         if picture.format == "PNG" and mode in ("RGB", "RGBA") and _png_bit_depth(path) == 16:
@@ -412,12 +509,14 @@ def _read_png16_color(path: Path) -> np.ndarray:
     return array[:, :, order]
 
 
-def _read_tiff_image(path: Path) -> tuple[np.ndarray, bool]:
+def _read_tiff_image(path: Path, limit: int | None) -> tuple[np.ndarray, bool, float | None]:
     with tifffile.TiffFile(path) as tif:
+        _check_tiff_pixels(path, tif, limit)
         array, axes = _read_series(tif)
         page = tif.pages.first
         extras = tuple(np.atleast_1d(page.extrasamples)) if page.extrasamples is not None else ()
         photometric = page.photometric
+        nodata_value = _gdal_nodata(page)
     array, axes = _squeeze_axes(array, axes)
     if array.ndim == 3 and not axes.endswith("S"):
         array = np.moveaxis(array, 0, -1)  # planar, or one page per band: bands first on disk
@@ -427,7 +526,35 @@ def _read_tiff_image(path: Path) -> tuple[np.ndarray, bool]:
         and bool(extras)
         and extras[-1] in (1, 2)  # associated or unassociated alpha
     )
-    return array, has_alpha
+    return array, has_alpha, nodata_value
+
+
+def _check_tiff_pixels(path: Path, tif: tifffile.TiffFile, limit: int | None) -> None:
+    """The largest height x width among the pages `_read_series` would decode, from the IFDs only."""
+    if limit is None:
+        return
+    height = width = 0
+    for series in tif.series:
+        shape, axes = series.shape, series.axes
+        if "Y" in axes and "X" in axes:
+            h, w = shape[axes.index("Y")], shape[axes.index("X")]
+        else:
+            h, w = series.keyframe.imagelength, series.keyframe.imagewidth
+        if h * w > height * width:
+            height, width = h, w
+    _check_pixels(path, height, width, limit)
+
+
+def _gdal_nodata(page: tifffile.TiffPage) -> float | None:
+    """The GDAL_NODATA tag as a number ("nan" included), or None when absent or not a number."""
+    tag = page.tags.get(GDAL_NODATA)
+    if tag is None:
+        return None
+    text = tag.value.decode("ascii", "replace") if isinstance(tag.value, bytes) else str(tag.value)
+    try:
+        return float(text.strip().strip("\x00"))
+    except ValueError:
+        return None
 
 
 def _read_series(tif: tifffile.TiffFile) -> tuple[np.ndarray, str]:
@@ -450,9 +577,10 @@ def _squeeze_axes(array: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
     return array, axes
 
 
-def _read_tiff_mask(path: Path) -> tuple[np.ndarray, str]:
+def _read_tiff_mask(path: Path, limit: int | None) -> tuple[np.ndarray, str]:
     """One page -> (H, W) ids; an RGB(A) page -> (H, W, 3|4) colours; anything else -> (L, H, W) labels."""
     with tifffile.TiffFile(path) as tif:
+        _check_tiff_pixels(path, tif, limit)
         array, axes = _squeeze_axes(*_read_series(tif))
         rgb = tif.pages.first.photometric == tifffile.PHOTOMETRIC.RGB
     if array.ndim == 2:
@@ -464,8 +592,9 @@ def _read_tiff_mask(path: Path) -> tuple[np.ndarray, str]:
     return array, "multilabel"  # one page per label
 
 
-def _read_pillow_mask(path: Path) -> np.ndarray:
+def _read_pillow_mask(path: Path, limit: int | None) -> np.ndarray:
     with Image.open(path) as picture:
+        _check_pixels(path, picture.height, picture.width, limit)
         picture.load()
         mode = picture.mode
         if picture.format == "PNG" and mode in ("RGB", "RGBA") and _png_bit_depth(path) == 16:
@@ -481,16 +610,21 @@ def _read_pillow_mask(path: Path) -> np.ndarray:
 
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "TIFF",
     "UnreadableFile",
     "atomic_path",
     "image_size",
+    "max_pixels",
+    "nodata_mask",
     "pack_rgb",
     "read_geo_profile",
     "read_image",
+    "read_image_nodata",
     "read_mask",
     "read_mask_raw",
+    "set_max_pixels",
     "to_chw",
     "to_hwc",
     "write_geo_mask",

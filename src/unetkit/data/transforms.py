@@ -28,6 +28,9 @@ Three pieces of glue are ours, each for a reason found by testing albumentations
 - masks go through OpenCV as compact uint8/uint16 codes with nearest-neighbour sampling and
   are decoded back to the caller's dtype, so any integer labels (even -100) survive exactly:
   an output mask only holds input labels or the padding label, never a blend.
+- an image with a side under ``MIN_SIDE`` pixels is padded to it first (0 in the image, the
+  padding label in the mask): RandomScale would shrink a 1-pixel side to 0 and OpenCV's
+  resize fails on it. Without a patch size such an image comes back ``MIN_SIDE`` pixels wide.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from unetkit.errors import UnetkitError  # noqa: E402
 
 LEVELS = ("none", "light", "default", "strong")
 FLIPS = ("all", "horizontal", "none")
+MIN_SIDE = 8  # the smallest side the geometric steps get: 8 x 0.67 (strong's zoom-out) still leaves 5
 
 _CONSTANT = cv2.BORDER_CONSTANT
 _MIRROR = cv2.BORDER_REFLECT_101
@@ -234,6 +238,17 @@ def _encode_mask(mask: np.ndarray, fill_label: int) -> tuple[np.ndarray, np.ndar
     return codes, labels, int(np.searchsorted(labels, fill_label))
 
 
+def _pad_to_min_side(image: np.ndarray, codes: np.ndarray, fill_code: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centre an image (and its mask codes) with a side under MIN_SIDE on a MIN_SIDE canvas."""
+    grow_h, grow_w = max(MIN_SIDE - image.shape[0], 0), max(MIN_SIDE - image.shape[1], 0)
+    if not (grow_h or grow_w):
+        return image, codes
+    spatial = ((grow_h // 2, grow_h - grow_h // 2), (grow_w // 2, grow_w - grow_w // 2))
+    image = np.pad(image, (*spatial, (0, 0)))
+    codes = np.pad(codes, spatial + ((0, 0),) * (codes.ndim - 2), constant_values=fill_code)
+    return image, codes
+
+
 # --- the public object -------------------------------------------------------------------------
 
 
@@ -285,6 +300,7 @@ class Augmentation:
         if not np.issubdtype(mask.dtype, np.integer):
             raise TypeError(f"mask must hold integer labels, got dtype {mask.dtype}")
         codes, labels, fill_code = _encode_mask(mask, self._fill_label)
+        image, codes = _pad_to_min_side(image, codes, fill_code)
         compose = self._compose(fill_code)
         seed = int(seed) & (2**64 - 1)
         compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
@@ -315,4 +331,4 @@ def build_augmentation(
     return Augmentation(level, patch_size, ignore_index, flips)
 
 
-__all__ = ["FLIPS", "LEVELS", "Augmentation", "build_augmentation"]
+__all__ = ["FLIPS", "LEVELS", "MIN_SIDE", "Augmentation", "build_augmentation"]
