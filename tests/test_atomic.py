@@ -37,8 +37,8 @@ def test_predictions_synth_images_and_weights_are_not_0600(tmp_path):
     """The issue's three cases under the usual umask 022: a prediction, a generated image, model.safetensors."""
     from unetkit.data.io import write_mask
     from unetkit.data.synth import write_dataset
+    from unetkit.model.store import save_model
     from unetkit.nn import UNet
-    from unetkit.train.checkpoint import save_model
 
     old = os.umask(0o022)
     atomic.umask.cache_clear()

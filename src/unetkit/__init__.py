@@ -15,9 +15,10 @@ from unetkit.errors import UnetkitError
 
 if TYPE_CHECKING:
     from unetkit.infer import Predictor, predict
+    from unetkit.infer.evaluate import evaluate
+    from unetkit.model.store import load
     from unetkit.nn import UNet, UNetOptions, decode, probabilities, summarize
-    from unetkit.train import TrainConfig, load
-    from unetkit.train.evaluate import evaluate
+    from unetkit.train.config import TrainConfig
 
 __version__ = "0.2.0"
 
@@ -36,8 +37,8 @@ _LAZY = {
     "decode": "unetkit.nn",
     "probabilities": "unetkit.nn",
     "summarize": "unetkit.nn",
-    "evaluate": "unetkit.train.evaluate",
-    "load": "unetkit.train.checkpoint",
+    "evaluate": "unetkit.infer.evaluate",
+    "load": "unetkit.model.store",
 }
 
 

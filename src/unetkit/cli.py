@@ -1,8 +1,11 @@
 """The `unetkit` command: parses arguments and calls the Python API, nothing more.
 
 Each command group has one `_add_*` function that declares its flags and one `_run_*`
-function per sub-command. User errors (`user_errors()`) are printed as one line, without a
-traceback, and exit with status 2.
+function per sub-command. Every flag takes both spellings (`--batch-size` and
+`--batch_size`) and has a help text; a wrong flag is answered with that sub-command's
+usage. User errors (`user_errors()`) are printed as one line, without a traceback, and
+exit with status 2; warnings as one `unetkit: warning:` line each. Building the parser
+imports no torch, so `--help` and argument errors are instant.
 """
 
 from __future__ import annotations
@@ -10,23 +13,32 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 
-from unetkit.errors import UnetkitError, user_errors
+from unetkit.errors import UnetkitError, UnetkitWarning, user_errors
 
 EXIT_USER_ERROR = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not hasattr(args, "run"):
-        parser.print_help()
+        getattr(args, "parser", parser).print_help()
         return EXIT_USER_ERROR
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         from unetkit import runtime
 
         runtime.configure()  # allocator and threads, before any tensor exists; UNETKIT_NO_TUNING=1 opts out
+        if getattr(args, "max_pixels", None) is not None:
+            from unetkit.data.io import set_max_pixels
+
+            set_max_pixels(args.max_pixels)
         return int(args.run(args) or 0)
     except user_errors() as error:
         print(f"unetkit: error: {error}", file=sys.stderr)
@@ -34,23 +46,74 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("unetkit: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = previous
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    if issubclass(category, UnetkitWarning):
+        print(f"unetkit: warning: {message}", file=sys.stderr)
+    else:
+        warnings._showwarnmsg_impl(warnings.WarningMessage(message, category, filename, lineno, file, line))  # type: ignore[attr-defined]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with both spellings of every multi-word flag, and errors that show the
+    usage of the sub-command that failed (not the top level's)."""
+
+    def add_argument(self, *names: str, **kwargs):  # type: ignore[override]
+        return super().add_argument(*_spellings(names), **kwargs)
+
+    def add_argument_group(self, *args, **kwargs):  # type: ignore[override]
+        group = super().add_argument_group(*args, **kwargs)
+        plain = group.add_argument
+        group.add_argument = lambda *names, **kw: plain(*_spellings(names), **kw)  # type: ignore[method-assign]
+        return group
+
+    def leaf(self, run) -> Parser:  # noqa: ANN001
+        """Mark this parser as a command: it runs `run(args)` and owns its errors."""
+        self.set_defaults(run=run, parser=self)
+        return self
+
+
+def _spellings(names: tuple[str, ...]) -> list[str]:
+    out = []
+    for name in names:
+        out.append(name)
+        if name.startswith("--") and ("_" in name or "-" in name[2:]):
+            other = "--" + (name[2:].replace("_", "-") if "_" in name else name[2:].replace("-", "_"))
+            if other not in names and other not in out:
+                out.append(other)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="unetkit",
-        description="U-Net semantic segmentation: train, evaluate, predict, and see how it works.",
+        description="U-Net semantic segmentation: train, evaluate, predict, and see how it works. "
+        "Run `unetkit COMMAND --help` for a command's flags.",
     )
     from unetkit import __version__
 
     parser.add_argument("--version", action="version", version=f"unetkit {__version__}")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
     _add_demo(commands)
     _add_train(commands)
     _add_predict(commands)
     _add_explain(commands)
     _add_data(commands)
     return parser
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="a live bar on a terminal, a few lines in a log; --no-progress for none")
+
+
+def add_max_pixels(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="largest image read, in pixels (a guard against decompression bombs; "
+                        "default 250,000,000)")
 
 
 # --- shared argument types ---------------------------------------------------------------
@@ -76,37 +139,28 @@ def norm_choice(text: str) -> str | None:
 
 
 def add_model_options(parser: argparse.ArgumentParser, in_channels: int, num_classes: int) -> None:
-    """The UNet constructor's options, one flag each, named as the keyword arguments."""
-    parser.add_argument("--in-channels", type=int, default=in_channels, help="input bands (default %(default)s)")
-    parser.add_argument("--num-classes", type=int, default=num_classes, help="output channels (default %(default)s)")
-    parser.add_argument("--depth", type=int, default=4, help="encoder levels (default %(default)s)")
-    parser.add_argument("--base-channels", type=int, default=64, help="channels of level 1 (default %(default)s)")
-    parser.add_argument(
-        "--up-mode", default="transpose", choices=["transpose", "nearest", "bilinear"],
-        help="decoder up-sampling (default %(default)s)",
-    )
-    parser.add_argument(
-        "--norm", default="batch", type=norm_choice, choices=["batch", "instance", "group", None],
-        help="batch, instance, group or none (default %(default)s)",
-    )
-    parser.add_argument("--dropout", type=float, default=0.0, help="dropout rate at the end of the encoder")
-    parser.add_argument(
-        "--padding", default="same", choices=["same", "valid"],
-        help="same: output size = input size, any size; valid: the paper's unpadded convs",
-    )
+    """The UNet constructor's options (`UNetOptions`), one flag each, named as the options."""
+    from dataclasses import fields
+
+    from unetkit.nn.options import UNetOptions
+
+    defaults = {"in_channels": in_channels, "num_classes": num_classes}
+    for f in fields(UNetOptions):
+        default = defaults.get(f.name, f.default)
+        choices = f.metadata.get("choices")
+        text = f"{f.metadata['help']} (default {'none' if default is None else default})"
+        if choices is not None:
+            parser.add_argument(f"--{f.name}", default=default, type=norm_choice if None in choices else str,
+                                choices=list(choices), help=text, metavar="NAME")
+        else:
+            parser.add_argument(f"--{f.name}", type=type(default), default=default, help=text,
+                                metavar="N" if isinstance(default, int) else "X")
 
 
 def model_kwargs(args: argparse.Namespace) -> dict:
-    return {
-        "in_channels": args.in_channels,
-        "num_classes": args.num_classes,
-        "depth": args.depth,
-        "base_channels": args.base_channels,
-        "up_mode": args.up_mode,
-        "norm": args.norm,
-        "dropout": args.dropout,
-        "padding": args.padding,
-    }
+    from unetkit.nn.options import OPTION_NAMES
+
+    return {name: getattr(args, name) for name in OPTION_NAMES}
 
 
 def print_json(payload: object) -> None:
@@ -118,7 +172,8 @@ def print_json(payload: object) -> None:
 
 def _add_explain(commands: argparse._SubParsersAction) -> None:
     explain = commands.add_parser("explain", help="print a U-Net computation step by step")
-    topics = explain.add_subparsers(title="topics", metavar="TOPIC")
+    explain.set_defaults(parser=explain)
+    topics = explain.add_subparsers(title="topics", metavar="TOPIC", parser_class=Parser)
 
     model = topics.add_parser(
         "model",
@@ -128,7 +183,7 @@ def _add_explain(commands: argparse._SubParsersAction) -> None:
     add_model_options(model, in_channels=3, num_classes=5)
     model.add_argument("--size", type=size_hw, default=(256, 256), help="input size, 256 or HxW (default 256)")
     model.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    model.set_defaults(run=_run_explain_model)
+    model.leaf(_run_explain_model)
 
     transpose = topics.add_parser(
         "transpose",
@@ -147,7 +202,7 @@ def _add_explain(commands: argparse._SubParsersAction) -> None:
     )
     transpose.add_argument("--bias", type=float, default=0.0, help="added to every output (default 0)")
     transpose.add_argument("--json", action="store_true", help="print JSON instead of text")
-    transpose.set_defaults(run=_run_explain_transpose)
+    transpose.leaf(_run_explain_transpose)
 
     upsample = topics.add_parser(
         "upsample", help="parameter-free up-sampling: rows repeated (or interpolated), then columns"
@@ -156,7 +211,7 @@ def _add_explain(commands: argparse._SubParsersAction) -> None:
     upsample.add_argument("--scale", type=int, default=2, help="scale factor (default %(default)s)")
     upsample.add_argument("--mode", choices=["nearest", "bilinear"], default="nearest", help="default nearest")
     upsample.add_argument("--json", action="store_true", help="print JSON instead of text")
-    upsample.set_defaults(run=_run_explain_upsample)
+    upsample.leaf(_run_explain_upsample)
 
     conv = topics.add_parser("conv", help="an ordinary convolution: each output reads one window of the input")
     conv.add_argument("--input", default="1 2 3 4; 5 6 7 8; 9 10 11 12; 13 14 15 16", help="input matrix")
@@ -165,7 +220,7 @@ def _add_explain(commands: argparse._SubParsersAction) -> None:
     conv.add_argument("--padding", default="0", help="valid, same or a number of pixels (default %(default)s)")
     conv.add_argument("--bias", type=float, default=0.0, help="added to every output (default 0)")
     conv.add_argument("--json", action="store_true", help="print JSON instead of text")
-    conv.set_defaults(run=_run_explain_conv)
+    conv.leaf(_run_explain_conv)
 
     soft = topics.add_parser("softmax", help="logits -> class probabilities, the arg-max, the loss gradient p - y")
     soft.add_argument(
@@ -174,7 +229,7 @@ def _add_explain(commands: argparse._SubParsersAction) -> None:
     )
     soft.add_argument("--target", type=int, default=None, help="true class: adds the cross-entropy and p - y")
     soft.add_argument("--json", action="store_true", help="print JSON instead of text")
-    soft.set_defaults(run=_run_explain_softmax)
+    soft.leaf(_run_explain_softmax)
 
     backward = topics.add_parser(
         "backward",
@@ -188,7 +243,7 @@ def _add_explain(commands: argparse._SubParsersAction) -> None:
     )
     backward.add_argument("--pixel", default="4,4", help="the pixel whose loss is shown, ROW,COL (default 4,4)")
     backward.add_argument("--json", action="store_true", help="print JSON instead of text")
-    backward.set_defaults(run=_run_explain_backward)
+    backward.leaf(_run_explain_backward)
 
 
 def _run_explain_model(args: argparse.Namespace) -> int:
@@ -266,16 +321,18 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "demo", help="the whole job on generated cells: data, train, evaluate, predict, export, report"
     )
-    demo.add_argument("--out", default="demo-run", help="folder for everything (default %(default)s)")
+    demo.add_argument("--out", default="demo-run", help="folder for everything; an earlier demo's folder is "
+                      "replaced, any other is refused (default %(default)s)")
     demo.add_argument("--scenes", action="store_true", help="also the 5-class road-scene set")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(run=_run_demo)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the data, the split and the weights (default 0)")
+    add_progress(demo)
+    demo.leaf(_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from unetkit.demo import run_demo
 
-    result = run_demo(args.out, scenes=args.scenes, seed=args.seed)
+    result = run_demo(args.out, scenes=args.scenes, seed=args.seed, progress=args.progress)
     print(result.to_text())
     return 0
 
@@ -292,32 +349,37 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--config", dest="config_file", help="YAML file of settings (field: value)")
     _add_config_flags(train)
-    train.set_defaults(run=_run_train)
+    train.leaf(_run_train)
 
     evaluate = commands.add_parser("evaluate", help="score a trained model on a split of a data set")
-    evaluate.add_argument("--model", required=True, help="RUN_DIR/best (or any model folder)")
+    evaluate.add_argument("--model", required=True, help="RUN_DIR/best, any model folder, or an exported .onnx file")
     evaluate.add_argument("--data", required=True, help="the data set folder")
-    evaluate.add_argument("--split", default="val", choices=["train", "val", "test"])
-    evaluate.add_argument("--out", help="where to write summary.json etc. (default: RUN_DIR/eval)")
-    evaluate.add_argument("--threshold", type=float, help="binary/multilabel threshold (default: the model's)")
-    evaluate.add_argument("--rand-objects", "--rand_objects", dest="rand_objects", default="auto",
+    evaluate.add_argument("--split", default="val", choices=["train", "val", "test"],
+                          help="which split to score, as the model was trained with it (default val)")
+    evaluate.add_argument("--out", help="where to write summary.json, per_image.csv, confusion.png and the predicted "
+                          "masks (default: RUN_DIR/eval beside the model folder)")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an evaluation already in --out")
+    evaluate.add_argument("--rand-objects", dest="rand_objects", default="auto",
                           choices=["auto", "foreground", "background"],
                           help="regions the adapted Rand error compares (auto: background for membrane-like classes)")
-    evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", action="store_true", help="print summary.json instead of the table")
-    evaluate.set_defaults(run=_run_evaluate)
+    add_inference_options(evaluate)
+    add_progress(evaluate)
+    add_max_pixels(evaluate)
+    evaluate.leaf(_run_evaluate)
 
     report = commands.add_parser("report", help="write RUN_DIR/report.html: curves, scores, worst samples")
     report.add_argument("run_dir", help="the --out folder of `unetkit train`")
     report.add_argument("--data", help="the data set (default: the one the run was trained on)")
-    report.add_argument("--samples", type=int, default=12, help="validation samples to show, worst first")
-    report.set_defaults(run=_run_report)
+    report.add_argument("--samples", type=int, default=12, help="validation samples to show, worst first (default 12)")
+    report.add_argument("--overwrite", action="store_true", help="replace RUN_DIR/report.html if it exists")
+    report.leaf(_run_report)
 
 
 def _run_report(args: argparse.Namespace) -> int:
     from unetkit.report.html import build_report
 
-    print(f"wrote {build_report(args.run_dir, data=args.data, samples=args.samples)}")
+    print(f"wrote {build_report(args.run_dir, data=args.data, samples=args.samples, overwrite=args.overwrite)}")
     return 0
 
 
@@ -363,7 +425,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from unetkit.train.config import load_yaml
 
     values = load_yaml(args.config_file) if args.config_file else {}
-    flags = {k: v for k, v in vars(args).items() if k not in ("run", "config_file")}
+    flags = {k: v for k, v in vars(args).items() if k not in ("run", "parser", "config_file")}
     config = TrainConfig.from_dict({**values, **flags}, source="flags" if flags else "the config")
     from unetkit.report.plots import draw_progress
 
@@ -379,18 +441,23 @@ def _run_train(args: argparse.Namespace) -> int:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from unetkit.train.checkpoint import resolve_folder
-    from unetkit.train.evaluate import evaluate, format_table
+    from unetkit.infer.evaluate import evaluate, format_table
+    from unetkit.model.store import resolve_folder
+    from unetkit.report.plots import plot_confusion
 
-    folder = resolve_folder(args.model)
-    out = Path(args.out) if args.out else folder.parent / "eval"
-    summary = evaluate(folder, args.data, split=args.split, out=out, threshold=args.threshold,
-                       rand_objects=args.rand_objects, device=args.device)
+    model = Path(args.model) if args.model.lower().endswith(".onnx") else resolve_folder(args.model)
+    out = Path(args.out) if args.out else model.parent / "eval"
+    summary = evaluate(model, args.data, split=args.split, out=out, threshold=args.threshold,
+                       rand_objects=args.rand_objects, device=args.device, precision=args.precision,
+                       tile=args.tile, overlap=args.overlap, tta=args.tta, batch_size=args.batch_size,
+                       overwrite=args.overwrite, progress=args.progress)
+    if summary["task"] != "multilabel":
+        plot_confusion(summary["confusion"], [c["name"] for c in summary["per_class"]], out / "confusion.png")
     if args.json:
         print_json({k: v for k, v in summary.items() if k != "per_image"})
     else:
         print(format_table(summary))
-        print(f"wrote {out / 'summary.json'}, {out / 'per_image.csv'}")
+        print(f"wrote {out / 'summary.json'}, {out / 'per_image.csv'}, {out / 'predictions'}/")
     return 0
 
 
@@ -399,7 +466,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 def _add_data(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="check a data set, or convert a public one to the standard layout")
-    topics = data.add_subparsers(title="data commands", metavar="COMMAND")
+    data.set_defaults(parser=data)
+    topics = data.add_subparsers(title="data commands", metavar="COMMAND", parser_class=Parser)
 
     check = topics.add_parser(
         "check",
@@ -410,12 +478,15 @@ def _add_data(commands: argparse._SubParsersAction) -> None:
     check.add_argument("dir", metavar="DIR", help="the data set folder")
     check.add_argument("--val-fraction", type=float, default=0.2,
                        help="validation share when there is no splits/val.txt (default %(default)s)")
+    check.add_argument("--ignore-nodata", action="store_true",
+                       help="check as training with --ignore_nodata would: labelled pixels without data left out")
+    add_max_pixels(check)
     check.add_argument("--seed", type=int, default=0, help="seed of the validation draw (default %(default)s)")
     check.add_argument("--task", choices=["binary", "multiclass", "multilabel"], default=None,
                        help="override the task inferred from the masks")
     check.add_argument("--include-alpha", action="store_true", help="keep the alpha band of RGBA images")
     check.add_argument("--json", action="store_true", help="print JSON instead of the summary")
-    check.set_defaults(run=_run_data_check)
+    check.leaf(_run_data_check)
 
     from unetkit.data.sources import SOURCES
 
@@ -427,7 +498,7 @@ def _add_data(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument("name", metavar="NAME", choices=sorted(SOURCES), help=", ".join(sorted(SOURCES)))
     prepare.add_argument("--src", default=None, help="the folder the downloaded data set was unpacked in")
     prepare.add_argument("--out", required=True, help="the new data set folder (must not exist or be empty)")
-    prepare.set_defaults(run=_run_data_prepare)
+    prepare.leaf(_run_data_prepare)
 
     synth = topics.add_parser(
         "synth",
@@ -441,14 +512,14 @@ def _add_data(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--size", type=int, default=128, help="image side in pixels (default %(default)s)")
     synth.add_argument("--out", required=True, help="the new data set folder (must not exist or be empty)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
-    synth.set_defaults(run=_run_data_synth)
+    synth.leaf(_run_data_synth)
 
 
 def _run_data_check(args: argparse.Namespace) -> int:
     from unetkit.data.check import check_dataset
 
     report = check_dataset(args.dir, val_fraction=args.val_fraction, seed=args.seed, task=args.task,
-                           include_alpha=args.include_alpha)
+                           include_alpha=args.include_alpha, ignore_nodata=args.ignore_nodata)
     if args.json:
         print_json(report.to_dict())
     else:
@@ -487,27 +558,21 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--model", required=True, help="RUN_DIR/best, a model folder, or an exported .onnx file")
     predict.add_argument("--input", required=True, nargs="+", metavar="PATH", help="image files, folders, or patterns")
     predict.add_argument("--out", required=True, help="output folder (never an input folder)")
-    predict.add_argument("--tile", type=int, help="tile side in pixels (default: twice the training patch size)")
-    predict.add_argument("--overlap", type=float, default=0.5, help="tile overlap, a fraction of the tile "
-                         "(default %(default)s)")
-    predict.add_argument("--tta", default="none", choices=["none", "flips", "full"],
-                         help="test-time augmentation: average flips, or flips and 90-degree rotations")
-    predict.add_argument("--threshold", type=float, help="binary/multilabel threshold (default: the model's)")
     predict.add_argument("--probabilities", nargs="?", const="tif", choices=["tif", "npy"],
                          help="also write probabilities, float16, one band per class: tif (default) or npy")
     predict.add_argument("--overlay", action="store_true", help="also write the image with the classes blended in")
-    predict.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int,
-                         help="tiles (or small images) per forward pass (default: about 512 x 512 pixels "
-                         "of tiles on the CPU, 4 on a GPU)")
     predict.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"],
                          help="auto: onnx for a .onnx model, torch otherwise")
-    predict.add_argument("--device", default="auto")
-    predict.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                         help="auto: as training would run on this device")
+    predict.add_argument("--rescale", default="auto", choices=["auto", "none"],
+                         help="auto: an image of another integer dtype than the training images (16-bit for an "
+                         "8-bit model) is scaled to their range, with a warning; none: used as it is")
+    add_inference_options(predict)
     predict.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     predict.add_argument("--resume", action="store_true",
                          help="keep the outputs already in --out and segment only the images not done yet")
-    predict.set_defaults(run=_run_predict)
+    add_progress(predict)
+    add_max_pixels(predict)
+    predict.leaf(_run_predict)
 
     export = commands.add_parser(
         "export",
@@ -516,10 +581,27 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
         "the graph). The file is written only if it matches PyTorch within 1e-4 on new input sizes.",
     )
     export.add_argument("--model", required=True, help="RUN_DIR/best or a model folder")
-    export.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
+    export.add_argument("--format", default="onnx", choices=["onnx", "torchscript"],
+                        help="onnx (predict can run it with onnxruntime) or torchscript (default onnx)")
     export.add_argument("--out", required=True, help="the file to write (FILE.onnx for ONNX)")
     export.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    export.set_defaults(run=_run_export)
+    export.leaf(_run_export)
+
+
+def add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """How the model runs over an image: shared by predict and evaluate, which score the same output."""
+    parser.add_argument("--tile", type=int, help="tile side in pixels (default: twice the training patch size)")
+    parser.add_argument("--overlap", type=float, default=0.5, help="tile overlap, a fraction of the tile "
+                        "(default %(default)s)")
+    parser.add_argument("--tta", default="none", choices=["none", "flips", "full"],
+                        help="test-time augmentation: average flips, or flips and 90-degree rotations (default none)")
+    parser.add_argument("--threshold", type=float, help="binary/multilabel threshold (default: the model's)")
+    parser.add_argument("--batch-size", type=int, help="tiles (or small images) per forward pass (default: about "
+                        "512 x 512 pixels of tiles on the CPU, 4 on a GPU)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help="where to run (default auto: cuda, then mps, then cpu)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="auto: bf16 where it measures faster on this CPU, bf16/fp16 on CUDA")
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -528,9 +610,9 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     predictor = Predictor(args.model, tile=args.tile, overlap=args.overlap, tta=args.tta, threshold=args.threshold,
                           batch_size=args.batch_size, engine=args.engine, device=args.device,
-                          precision=args.precision, progress=True)
+                          precision=args.precision, progress=args.progress, rescale=args.rescale)
     report = predict_files(predictor, args.input, args.out, probabilities=args.probabilities,
-                           overlay=args.overlay, progress=True, overwrite=args.overwrite, resume=args.resume)
+                           overlay=args.overlay, progress=args.progress, overwrite=args.overwrite, resume=args.resume)
     for _, reason in report.failed:
         print(f"unetkit: skipped: {reason}", file=sys.stderr)
     earlier = f", {len(report.skipped)} done earlier" if report.skipped else ""

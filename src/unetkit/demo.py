@@ -51,28 +51,28 @@ class DemoResult:
         return "\n".join(lines)
 
 
-def run_demo(out: str | Path = "demo-run", *, scenes: bool = False, seed: int = 0,
+def run_demo(out: str | Path = "demo-run", *, scenes: bool = False, seed: int = 0, progress: bool = True,
              say: Callable[[str], None] = print) -> DemoResult:
     """Run every stage into `out` (replaced if an earlier demo made it; refused otherwise)."""
     out = Path(out)
     _claim(out)
     result = DemoResult(out)
-    _one_set("cells", CELLS, out, seed, result, say)
+    _one_set("cells", CELLS, out, seed, result, say, progress)
     if scenes:
-        _one_set("scenes", SCENES, out, seed, result, say)
+        _one_set("scenes", SCENES, out, seed, result, say, progress)
     return result
 
 
 def _one_set(name: str, recipe: dict[str, Any], out: Path, seed: int, result: DemoResult,
-             say: Callable[[str], None]) -> None:
+             say: Callable[[str], None], progress: bool) -> None:
+    from unetkit.api import train
     from unetkit.data.io import write_image
     from unetkit.data.synth import generate, write_dataset
+    from unetkit.infer.evaluate import evaluate, format_table
     from unetkit.infer.export import export
     from unetkit.infer.predictor import Predictor
     from unetkit.infer.run import predict_files
     from unetkit.report.html import build_report
-    from unetkit.train import train
-    from unetkit.train.evaluate import evaluate
 
     data, run, new, predictions = out / name / "data", out / name / "run", out / name / "new", out / name / "predicted"
 
@@ -93,13 +93,13 @@ def _one_set(name: str, recipe: dict[str, Any], out: Path, seed: int, result: De
         write_image(new / "large.png", large)
     with stage("train"):
         options = {k: v for k, v in recipe.items() if k not in ("count", "size")}
-        train(data=str(data), out=str(run), seed=seed, progress=False, **options)
+        run_summary = train(data=str(data), out=str(run), seed=seed, progress=progress, **options)
+        result.notes.append(f"{name}: trained {run_summary.epochs_done} of {run_summary.epochs_planned} epochs; "
+                            f"stopped: {run_summary.stopped}")
     with stage("evaluate"):
         summary = evaluate(run / "best", data, out=run / "eval")
         result.scores[name] = {"dice": summary["headline"], "iou": summary["mean_iou_fg"],
                                "accuracy": summary["pixel_accuracy"]}
-        from unetkit.train.evaluate import format_table
-
         say(format_table(summary))
     with stage("predict (tiled for large)"):
         predictor = Predictor(run / "best")

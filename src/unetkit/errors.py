@@ -18,3 +18,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from unetkit.reference.ops import ReferenceInputError
 
     return (UnetkitError, UNetError, ReferenceInputError)
+
+
+class UnetkitWarning(UserWarning):
+    """Something the user should know that does not stop the work (the CLI prints one line)."""

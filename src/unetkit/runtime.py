@@ -17,26 +17,16 @@ BENCHMARKS.md:
   torch does not read by itself in containers that pin fewer cores than the machine has.
 
 Opt out with the environment variable UNETKIT_NO_TUNING=1 (everything) or
-UNETKIT_MALLOC=default (the allocator only). Nothing here changes any result.
-
-`bf16_pays()` answers the other start-up question, whether bf16 autocast is faster than
-fp32 on this CPU. The avx512_bf16 flag alone does not say: its dot-product instruction
-(vdpbf16ps) runs at half the FLOP rate of fp32 FMAs on some CPUs (measured on the Xeon of
-BENCHMARKS.md: bf16 convolutions at 0.55x the fp32 speed), and only AMX makes bf16 much
-faster. So on an avx512_bf16 CPU without AMX a 3x3 convolution is timed once in both
-precisions (about 0.2 s) and the answer is cached per CPU model and torch version.
+UNETKIT_MALLOC=default (the allocator only). Nothing here changes any result. The entry
+points (the CLI, training, the predictor) call `configure()`; importing unetkit does not.
 """
 
 from __future__ import annotations
 
 import ctypes
-import functools
-import json
 import os
 import platform
 import sys
-import time
-from pathlib import Path
 
 _M_TRIM_THRESHOLD = -1  # glibc malloc.h
 _M_MMAP_MAX = -4
@@ -101,90 +91,3 @@ def _set_threads() -> int | None:
 def applied() -> dict[str, object] | None:
     """What `configure` did in this process (None when it has not run)."""
     return _applied
-
-
-# --- does bf16 pay on this CPU? ----------------------------------------------------------------
-
-BF16_MARGIN = 1.15  # bf16 must be this much faster than fp32 to be worth its rounding
-
-
-@functools.cache
-def bf16_pays() -> bool:
-    """Whether bf16 autocast runs this CPU's convolutions clearly faster than fp32.
-
-    UNETKIT_CPU_BF16=1 / 0 forces the answer. AMX (amx_bf16): yes. No avx512_bf16: no.
-    avx512_bf16 alone: measured once (see `bf16_speedup`) and cached on disk."""
-    forced = os.environ.get("UNETKIT_CPU_BF16")
-    if forced in ("0", "1"):
-        return forced == "1"
-    flags = _cpu_flags()
-    if "amx_bf16" in flags:
-        return True
-    if "avx512_bf16" not in flags:
-        return False
-    return bf16_speedup() >= BF16_MARGIN
-
-
-def bf16_speedup(use_cache: bool = True) -> float:
-    """fp32 time / bf16 time of a 3x3 convolution (128 -> 128 channels, 32 x 32, batch 8,
-    channels-last), best of 5 alternating runs of each; cached per CPU, torch and threads."""
-    import torch
-
-    key = f"{_cpu_model()}|torch {torch.__version__}|{torch.get_num_threads()} threads"
-    cache = _cache_dir() / "cpu-bf16.json"
-    if use_cache:
-        try:
-            known = json.loads(cache.read_text())
-            if key in known:
-                return float(known[key])
-        except (OSError, ValueError):
-            known = {}
-    else:
-        known = {}
-    x = torch.randn(8, 128, 32, 32).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(128, 128, 3, 3).contiguous(memory_format=torch.channels_last)
-    cases = {torch.float32: (x, w), torch.bfloat16: (x.bfloat16(), w.bfloat16())}
-    best = dict.fromkeys(cases, float("inf"))
-    with torch.inference_mode():
-        for _ in range(2):  # warm-up: primitive creation
-            for a, b in cases.values():
-                torch.nn.functional.conv2d(a, b, padding=1)
-        for _ in range(5):
-            for dtype, (a, b) in cases.items():
-                start = time.perf_counter()
-                torch.nn.functional.conv2d(a, b, padding=1)
-                best[dtype] = min(best[dtype], time.perf_counter() - start)
-    speedup = best[torch.float32] / best[torch.bfloat16]
-    try:
-        known = {**known, key: round(speedup, 3)}
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(known, indent=1))
-    except OSError:
-        pass  # a read-only home: measure again next time
-    return speedup
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "unetkit"

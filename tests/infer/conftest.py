@@ -12,8 +12,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from unetkit.data.spec import default_colors
+from unetkit.model.store import save_model
 from unetkit.nn import UNet
-from unetkit.train.checkpoint import save_model
 
 
 def _make_meta(task: str = "multiclass", class_ids: list[int] | None = None, in_channels: int = 1,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from unetkit.train.metrics import ConfusionCounter, adapted_rand_error, scores
+from unetkit.infer.metrics import ConfusionCounter, adapted_rand_error, scores
 
 
 def test_confusion_counts_match_a_hand_count_and_skip_ignored_pixels():

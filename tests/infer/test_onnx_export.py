@@ -16,7 +16,7 @@ from unetkit.cli import main
 from unetkit.errors import UnetkitError
 from unetkit.infer import Predictor
 from unetkit.infer.export import export
-from unetkit.train.checkpoint import load, save_model
+from unetkit.model.store import load, save_model
 
 onnxruntime = pytest.importorskip("onnxruntime")
 

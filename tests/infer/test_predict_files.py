@@ -15,7 +15,7 @@ from unetkit.errors import UnetkitError
 from unetkit.infer import Predictor
 from unetkit.infer.files import plan
 from unetkit.infer.run import predict_files
-from unetkit.train.checkpoint import save_model
+from unetkit.model.store import save_model
 
 
 def write_images(folder: Path, smooth_image, names: dict[str, tuple[int, int]]) -> list[Path]:

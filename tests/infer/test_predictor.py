@@ -17,18 +17,20 @@ import torch
 import unetkit
 from unetkit.errors import UnetkitError
 from unetkit.infer import Predictor, predict
-from unetkit.infer.model_info import ModelInfo
+from unetkit.infer.engines import TorchEngine
 from unetkit.infer.predictor import default_batch
 from unetkit.infer.tiling import reflect_indices
+from unetkit.model.record import SavedModel
 from unetkit.nn import probabilities
 
 
 def whole_image_probs(model, image: np.ndarray, mean: float = 0.0, std: float = 1.0) -> np.ndarray:
-    """The reference: one forward pass of the whole (H, W[, 1]) image, normalised by hand."""
+    """The reference: one forward pass of the whole (H, W[, 1]) image, normalised by hand, by
+    the engine the predictor runs (the fused engine on the CPU; tests/nn/test_fused.py holds
+    it against the plain network)."""
     image = image[:, :, 0] if image.ndim == 3 else image
     x = torch.from_numpy(((image.astype(np.float32) - mean) / std)[None, None])
-    with torch.no_grad():
-        return probabilities(model(x), "multiclass")[0].numpy()
+    return probabilities(TorchEngine(model, "cpu", "fp32")(x), "multiclass")[0].numpy()
 
 
 def test_an_image_within_one_tile_is_exactly_the_whole_image_pass(make_model, make_meta, smooth_image):
@@ -177,9 +179,9 @@ def test_public_api_accepts_a_folder_a_model_or_a_predictor(model_folder, smooth
 
 
 def test_default_tile_is_twice_the_patch_as_a_multiple_of_two_to_the_depth():
-    info = ModelInfo.from_meta({"model": {"depth": 4}, "train": {"patch_size": 100}}, "m")
+    info = SavedModel.from_json({"model": {"depth": 4}, "train": {"patch_size": 100}}, "m")
     assert info.default_tile() == 208
-    assert ModelInfo.from_meta({"model": {"depth": 2}}, "m").default_tile() == 512
+    assert SavedModel.from_json({"model": {"depth": 2}}, "m").default_tile() == 512
 
 
 def test_default_tile_batch_holds_about_512_squared_pixels_on_the_cpu(model_folder):

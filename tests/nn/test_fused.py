@@ -1,5 +1,5 @@
-"""The CPU inference engine (nn/fused.py) and the shuffle-concat decoder path (nn/blocks.py)
-against the network as written: the speed paths must compute the same function."""
+"""The CPU speed paths of nn/fused.py (the inference engine, the shuffle-concat training path)
+against the network as written (nn/unet.py): they must compute the same function."""
 
 from __future__ import annotations
 
@@ -26,17 +26,15 @@ def _trained_looking(model: UNet, seed: int = 0) -> UNet:
 
 
 def _plain(model: UNet, x: torch.Tensor) -> torch.Tensor:
-    model.fused_inference = False
-    try:
-        with torch.inference_mode():
-            return model(x)
-    finally:
-        model.fused_inference = True
-
-
-def _engine(model: UNet, x: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
-        return model(x.contiguous(memory_format=torch.channels_last))
+        return model(x)
+
+
+def _engine(model: UNet, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    engine = fused.inference_engine(model, dtype)
+    assert engine is not None
+    with torch.inference_mode():
+        return engine(x.contiguous(memory_format=torch.channels_last))
 
 
 @pytest.mark.parametrize("up_mode, norm, padding, depth, size", [
@@ -62,8 +60,8 @@ def test_engine_in_bf16_agrees_with_bf16_autocast_within_its_rounding():
     torch.manual_seed(1)
     model = _trained_looking(UNet(in_channels=1, num_classes=3, depth=3, base_channels=8))
     x = torch.randn(2, 1, 40, 40)
+    got = _engine(model, x, torch.bfloat16).float()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = _engine(model, x).float()
         expected = _plain(model, x).float()
     exact = _plain(model, x)
     scale = exact.abs().max()
@@ -94,34 +92,30 @@ def test_engine_is_built_once_and_follows_changed_weights(monkeypatch):
     assert len(builds) == 2
     assert torch.allclose(moved, first + 1.0, atol=1e-5)
     assert torch.allclose(moved, _plain(model, x), atol=1e-5)
-    model.train()
-    model.eval()  # a real switch drops the engine: training would have changed the weights
+    model.float()  # .to() and friends give new tensors: rebuilt from them
+    _engine(model, x)
+    assert len(builds) == 2  # the same storage and versions: nothing changed
+    model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()})
     _engine(model, x)
     assert len(builds) == 3
 
 
-def test_hooks_and_unfoldable_norms_run_the_network_as_written(monkeypatch):
+def test_hooks_and_unfoldable_norms_get_no_engine(monkeypatch):
     monkeypatch.setattr(fused.FusedUNet, "__init__", lambda *a, **k: pytest.fail("engine built"))
     torch.manual_seed(3)
-    seen = []
     hooked = UNet(in_channels=1, num_classes=2, depth=2, base_channels=4).eval()
-    hooked.encoder[0].register_forward_hook(lambda module, inputs, output: seen.append(output[0].shape))
-    _engine(hooked, torch.randn(1, 1, 16, 16))
-    assert seen  # explain and user hooks see every layer
+    hooked.encoder[0].register_forward_hook(lambda module, inputs, output: None)
+    assert fused.inference_engine(hooked) is None  # explain and user hooks see every layer run
     grouped = UNet(in_channels=1, num_classes=2, depth=2, base_channels=4, norm="group").eval()
-    assert not fused.supported(grouped)
-    x = torch.randn(1, 1, 16, 16)
-    assert torch.allclose(_engine(grouped, x), _plain(grouped, x))
+    assert not fused.supported(grouped) and fused.inference_engine(grouped) is None
 
 
 @pytest.mark.parametrize("padding", ["same", "valid"])
 def test_shuffle_concat_gives_the_same_training_step(padding, monkeypatch):
     """The transposed conv as 1x1 conv + shuffle into the concatenation: same logits, same gradients."""
-    from unetkit.nn import blocks
-
     calls = []
-    original = blocks.ShuffleConcat.apply
-    monkeypatch.setattr(blocks.ShuffleConcat, "apply", lambda *a: calls.append(1) or original(*a))
+    original = fused.ShuffleConcat.apply
+    monkeypatch.setattr(fused.ShuffleConcat, "apply", lambda *a: calls.append(1) or original(*a))
     torch.manual_seed(4)
     size = 44 if padding == "valid" else 36
     x = torch.randn(2, 3, size, size).contiguous(memory_format=torch.channels_last)
@@ -130,10 +124,9 @@ def test_shuffle_concat_gives_the_same_training_step(padding, monkeypatch):
         torch.manual_seed(5)
         model = UNet(in_channels=3, num_classes=3, depth=2, base_channels=8, padding=padding)
         model = model.to(memory_format=torch.channels_last).train()
-        for block in model.decoder:
-            block.shuffle_concat = shuffle
+        network = fused.training_network(model) if shuffle else model
         calls.clear()
-        out = model(x)
+        out = network(x)
         assert len(calls) == (2 if shuffle else 0)  # the path under test really ran, at both levels
         out.square().mean().backward()
         results.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))

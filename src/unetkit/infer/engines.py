@@ -2,8 +2,10 @@
 
 Both take a normalised (N, C, h, w) float32 batch on the CPU and give back (N, K, h', w')
 float32 logits on the CPU, so tiling, test-time augmentation and decoding are shared. The
-torch engine runs like training does (same device choice, same autocast precision); the
-ONNX engine runs the graph in float32.
+torch engine picks the device and precision as training does; on the CPU, in float32 or
+bf16, it runs the U-Net through its fused inference engine (`unetkit.nn.fused`: the same
+logits, faster), elsewhere the network as written under autocast. The ONNX engine runs the
+graph in float32.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Any, Protocol
 import torch
 
 from unetkit.errors import UnetkitError
-from unetkit.nn import UNet
-from unetkit.train.device import autocast, pick_device, pick_precision
+from unetkit.model.device import autocast, pick_device, pick_precision
+from unetkit.nn import fused
 
 
 class Engine(Protocol):
@@ -28,22 +30,32 @@ class Engine(Protocol):
 
 class TorchEngine:
     """The PyTorch model in eval mode: BatchNorm uses its running statistics, so tiles are
-    independent of each other and of the batch they share."""
+    independent of each other and of the batch they share. `fast=False` runs the network as
+    written (for comparisons)."""
 
     name = "torch"
 
-    def __init__(self, model: UNet, device: str = "auto", precision: str = "auto") -> None:
+    def __init__(self, model: torch.nn.Module, device: str = "auto", precision: str = "auto",
+                 fast: bool = True) -> None:
         from unetkit import runtime
 
         runtime.configure()
         self.device = pick_device(device)
         self.precision = pick_precision(precision, self.device)
         self.model = model.to(self.device).eval()
+        self.fast = fast and self.device.type == "cpu" and self.precision in ("fp32", "bf16") and fused.supported(model)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            logits = self.model(batch.to(self.device, non_blocking=True))
+        with torch.inference_mode():
+            engine = fused.inference_engine(self.model, _DTYPES[self.precision]) if self.fast else None
+            if engine is not None:
+                return engine(batch).float()
+            with autocast(self.device, self.precision):
+                logits = self.model(batch.to(self.device, non_blocking=True))
         return logits.float().cpu()
+
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 class OnnxEngine:

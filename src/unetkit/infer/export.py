@@ -31,14 +31,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from unetkit.atomic import atomic_write_bytes
 from unetkit.errors import UnetkitError
-from unetkit.infer.model_info import ModelInfo
+from unetkit.model.record import SavedModel
+from unetkit.model.store import load
 from unetkit.nn import UNet
-from unetkit.train.checkpoint import load
+from unetkit.nn.blocks import crop_center, pad_to_multiple
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4
@@ -118,38 +118,37 @@ class _AlwaysPad(nn.Module):
         self.multiple = multiple
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        ph = (self.multiple - height % self.multiple) % self.multiple
-        pw = (self.multiple - width % self.multiple) % self.multiple
-        return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        return pad_to_multiple(x, self.multiple, always=True)
 
 
 class _AlwaysCrop(nn.Module):
     """CropBack without the 'nothing to crop' shortcut."""
 
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        dh = x.shape[-2] - height
-        dw = x.shape[-1] - width
-        return x[..., dh // 2 : dh // 2 + height, dw // 2 : dw // 2 + width]
+        return crop_center(x, height, width, always=True)
 
 
 # --- reading the metadata back ----------------------------------------------------------------
 
 
-def onnx_meta(session: Any, source: str | Path) -> dict[str, Any]:
-    """The config stored by `export` in an onnxruntime session's model metadata."""
+def onnx_record(session: Any, source: str | Path) -> SavedModel:
+    """The model record stored by `export` in an onnxruntime session's model metadata."""
     text = session.get_modelmeta().custom_metadata_map.get(META_KEY)
     if text is None:
         raise UnetkitError(
             f"{source}: this ONNX file has no unetkit metadata; export it with `unetkit export --format onnx`."
         )
-    return json.loads(text)
+    try:
+        values = json.loads(text)
+    except ValueError:
+        raise UnetkitError(f"{source}: its unetkit metadata is not JSON; export the model again.") from None
+    return SavedModel.from_json(values, str(source))
 
 
 # --- the two formats ----------------------------------------------------------------------
 
 
-def _to_onnx(graph: nn.Module, example: torch.Tensor, info: ModelInfo) -> tuple[bytes, Any]:
+def _to_onnx(graph: nn.Module, example: torch.Tensor, info: SavedModel) -> tuple[bytes, Any]:
     try:
         import onnxruntime
         from torch.export import Dim
@@ -167,7 +166,7 @@ def _to_onnx(graph: nn.Module, example: torch.Tensor, info: ModelInfo) -> tuple[
         f"(N, K, H, W); any H and W (padded to a multiple of {info.multiple} inside the graph)."
     )
     entry = proto.metadata_props.add()
-    entry.key, entry.value = META_KEY, json.dumps(info.to_meta())
+    entry.key, entry.value = META_KEY, json.dumps(info.to_json())
     data = proto.SerializeToString()
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
@@ -180,12 +179,12 @@ def _to_onnx(graph: nn.Module, example: torch.Tensor, info: ModelInfo) -> tuple[
     return data, run
 
 
-def _to_torchscript(graph: nn.Module, example: torch.Tensor, info: ModelInfo) -> tuple[bytes, Any]:
+def _to_torchscript(graph: nn.Module, example: torch.Tensor, info: SavedModel) -> tuple[bytes, Any]:
     with _quiet(), torch.no_grad():
         traced = torch.jit.trace(graph, example, check_trace=False)
     buffer = io.BytesIO()
     with _quiet():
-        torch.jit.save(traced, buffer, _extra_files={TORCHSCRIPT_META: json.dumps(info.to_meta())})
+        torch.jit.save(traced, buffer, _extra_files={TORCHSCRIPT_META: json.dumps(info.to_json())})
         data = buffer.getvalue()
         reloaded = torch.jit.load(io.BytesIO(data), map_location="cpu")
 
@@ -199,16 +198,15 @@ def _to_torchscript(graph: nn.Module, example: torch.Tensor, info: ModelInfo) ->
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _model_and_info(model: UNet | str | Path, meta: dict[str, Any] | None) -> tuple[UNet, ModelInfo]:
+def _model_and_info(model: UNet | str | Path, meta: Any) -> tuple[UNet, SavedModel]:
     if isinstance(model, UNet):
-        if meta:
-            return model.eval(), ModelInfo.from_meta({**meta, "model": model.config}, "the model")
-        return model.eval(), ModelInfo.for_bare_model(model.config)
-    unet, loaded = load(model)
-    return unet, ModelInfo.from_meta(loaded, loaded.get("folder", str(model)))
+        from unetkit.infer.predictor import record_for
+
+        return model.eval(), record_for(model, meta)
+    return load(model)
 
 
-def _example_inputs(info: ModelInfo) -> dict[str, Any]:
+def _example_inputs(info: SavedModel) -> dict[str, Any]:
     """A trace input and two check inputs of other sizes and batches (one a multiple of
     2**depth, one not), at least 16 pixels per multiple so that small models see real maps."""
     m, c = max(info.multiple, 16), info.in_channels
@@ -250,4 +248,4 @@ def _quiet():
         logger.setLevel(level)
 
 
-__all__ = ["FORMATS", "TOLERANCE", "ExportReport", "export", "exportable", "onnx_meta"]
+__all__ = ["FORMATS", "TOLERANCE", "ExportReport", "export", "exportable", "onnx_record"]

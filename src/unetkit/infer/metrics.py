@@ -2,8 +2,9 @@
 
 Averaging per-batch scores over-weights small batches and turns a class missing from one
 batch into a fake 0 or 1; accumulating the confusion matrix and scoring once does not.
-torchmetrics does the counting (and the sum across processes under DDP); the scores from the
-matrix are a few lines here. A class with no ground truth and no prediction anywhere is
+torchmetrics does the counting; the scores from the
+matrix are a few lines here (counts are summed across processes by the caller, once per
+split, not by torchmetrics per image). A class with no ground truth and no prediction anywhere is
 reported as empty (None), never as 1 or 0, and left out of the means.
 """
 
@@ -24,10 +25,12 @@ class ConfusionCounter:
     def __init__(self, task: str, num_classes: int, ignore_index: int | None, device: str | torch.device = "cpu"):
         self.task = task
         if task == "multilabel":
-            self.metric = MultilabelConfusionMatrix(num_labels=num_classes, ignore_index=ignore_index)
+            self.metric = MultilabelConfusionMatrix(num_labels=num_classes, ignore_index=ignore_index,
+                                                    sync_on_compute=False)
         else:  # binary counts as two classes: background and foreground
             classes = 2 if task == "binary" else num_classes
-            self.metric = MulticlassConfusionMatrix(num_classes=classes, ignore_index=ignore_index)
+            self.metric = MulticlassConfusionMatrix(num_classes=classes, ignore_index=ignore_index,
+                                                    sync_on_compute=False)
         self.metric.to(device)
 
     def update(self, predicted: torch.Tensor, target: torch.Tensor) -> None:

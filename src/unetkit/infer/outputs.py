@@ -7,7 +7,10 @@
   one band per class, zlib-compressed: half the size of float32, and 3 decimal digits is more
   than a probability map needs);
 - overlay: OUT/<stem>_overlay.png, the image with each class's colour blended in, for a
-  person to look at; classes coloured black (background, by convention) are left clear.
+  person to look at; the background (class 0 coloured black) is left clear, and a class whose
+  colour is grey or white is drawn in a vivid colour, since it would vanish over a grey image.
+Pixels where the input had no data hold the model's nodata value in the mask (the GeoTIFF's
+nodata tag says so) and NaN in the probabilities.
 """
 
 from __future__ import annotations
@@ -16,16 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from unetkit.data.io import atomic_path, to_hwc, write_geo_mask, write_image, write_mask
+from unetkit.atomic import atomic_path
+from unetkit.data.io import to_hwc, write_geo_mask, write_image, write_mask
 from unetkit.infer.files import Job
-from unetkit.infer.model_info import ModelInfo
+from unetkit.model.record import SavedModel
 
 PROBABILITY_FORMATS = ("tif", "npy")
 OVERLAY_ALPHA = 0.5
 ROWS_PER_BAND = 1024  # overlay rows blended at a time, to keep big images' memory small
 
 
-def write_outputs(job: Job, image: np.ndarray, probs: np.ndarray, mask: np.ndarray, info: ModelInfo, *,
+def write_outputs(job: Job, image: np.ndarray, probs: np.ndarray, mask: np.ndarray, info: SavedModel, *,
                   probabilities: str | None = None, overlay: bool = False,
                   geo_profile: dict | None = None, keep_existing: bool = False) -> list[Path]:
     """Write the mask (and the asked-for extras) of `job`; returns the paths written.
@@ -38,7 +42,9 @@ def write_outputs(job: Job, image: np.ndarray, probs: np.ndarray, mask: np.ndarr
     palette = info.palette()
     if geo_profile is not None and wanted(job.output(".tif")):
         written.append(job.output(".tif"))
-        write_geo_mask(written[-1], mask, geo_profile)
+        nodata = info.nodata_value()
+        has_nodata = bool(np.isnan(probs[0]).any()) if probs.dtype.kind == "f" else False
+        write_geo_mask(written[-1], mask, {**geo_profile, "nodata": nodata} if has_nodata else geo_profile)
     if mask.ndim == 2 and palette is not None:
         if wanted(job.output(".png")):
             written.append(job.output(".png"))
@@ -70,19 +76,19 @@ def write_probabilities(job: Job, probs: np.ndarray, kind: str) -> Path:
     return path
 
 
-def overlay_image(image: np.ndarray, mask: np.ndarray, info: ModelInfo, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+def overlay_image(image: np.ndarray, mask: np.ndarray, info: SavedModel, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
     """(H, W, 3) uint8: the image for display with each class's colour blended in at `alpha`."""
     picture = display_rgb(image)
-    colors = np.asarray(info.colors(), np.float32)
+    colors = info.overlay_colors()
     if info.task == "multilabel":
         for label, color in enumerate(colors):
-            if color.any():
-                _blend(picture, mask[label].astype(bool), color, alpha)
+            if color is not None:
+                _blend(picture, mask[label] == 1, np.asarray(color, np.float32), alpha)
         return picture
     ids = info.class_ids()
-    for index in range(len(ids)):
-        if colors[index].any():
-            _blend(picture, mask == ids[index], colors[index], alpha)
+    for index, color in enumerate(colors):
+        if color is not None:
+            _blend(picture, mask == ids[index], np.asarray(color, np.float32), alpha)
     return picture
 
 

@@ -13,23 +13,29 @@ costs activation memory (BENCHMARKS.md).
 Test-time augmentation (`tta="flips"` or `"full"`) averages the probabilities of the
 flipped (and 90-degree rotated) inputs, mapped back, as the original U-Net paper did for
 ISBI 2012. Images are normalised with the model's own mean and std, and the band count is
-checked against the model, so a folder of new images needs no settings at all.
+checked against the model, so a folder of new images needs no settings at all. An image of
+another integer dtype than the training images (16-bit given to an 8-bit model) is scaled
+to the training range, with a warning. Pixels without data (NaN, or a GeoTIFF's nodata
+value) go into the network as the band mean and come out as the model's nodata value.
+
+Evaluation (`infer.evaluate`) and training's validation score exactly this output.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from unetkit.errors import UnetkitError
+from unetkit import progress
+from unetkit.errors import UnetkitError, UnetkitWarning
 from unetkit.infer.engines import Engine, OnnxEngine, TorchEngine
-from unetkit.infer.model_info import ModelInfo, round_up
 from unetkit.infer.tiling import Axis, Tile, TileGrid, read_tile
+from unetkit.model.record import SavedModel, round_up
 from unetkit.nn import UNet, probabilities
 
 TTA_MODES = ("none", "flips", "full")
@@ -45,14 +51,15 @@ class Predictor:
     is used as given). `tile` is the tile side in pixels (default: twice the training patch,
     a multiple of 2**depth); `overlap` the fraction of a tile shared with its neighbour;
     `batch_size` the tiles per forward pass (default: about 512 x 512 pixels of tiles on the
-    CPU, 4 tiles on a GPU).
+    CPU, 4 tiles on a GPU); `rescale` "auto" scales an image of another integer dtype than
+    the training images to their range, "none" uses it as it is.
     """
 
     def __init__(
         self,
         model: UNet | str | Path,
         *,
-        meta: dict[str, Any] | None = None,
+        meta: SavedModel | Mapping[str, Any] | None = None,
         tile: int | None = None,
         overlap: float = 0.5,
         tta: str = "none",
@@ -62,17 +69,27 @@ class Predictor:
         threshold: float | None = None,
         engine: str = "auto",
         progress: bool = False,
+        rescale: str = "auto",
     ) -> None:
         _check_settings(tile, overlap, tta, batch_size, threshold, engine)
-        self.engine, self.info, unet = _open(model, meta, engine, device, precision)
-        self.threshold = self.info.threshold if threshold is None else float(threshold)
+        if rescale not in ("auto", "none"):
+            raise UnetkitError(f"--rescale {rescale!r} is not known: use auto or none.")
+        self.engine, self.record, unet = _open(model, meta, engine, device, precision)
+        self.threshold = self.record.threshold if threshold is None else float(threshold)
+        self.rescale = rescale
+        self._warned: set[str] = set()
         self.overlap = float(overlap)
         self.tta = tta
         self.progress = progress
         self._transforms = _tta_transforms(tta)
-        self._in_tile, self._out_tile, self._margin = _tile_geometry(self.info, unet, tile)
-        on_gpu = getattr(self.engine, "on_gpu", self.engine.device.type != "cpu")
+        self._in_tile, self._out_tile, self._margin = _tile_geometry(self.record, unet, tile)
+        on_gpu = getattr(self.engine, "on_gpu", self.engine.device.type != "cpu")  # type: ignore[attr-defined]
         self.batch_size = int(batch_size) if batch_size is not None else default_batch(self._in_tile, on_gpu)
+
+    @property
+    def info(self) -> SavedModel:
+        """The model's record (the name of earlier versions)."""
+        return self.record
 
     @property
     def tile(self) -> int:
@@ -85,52 +102,68 @@ class Predictor:
 
     # --- the public calls ------------------------------------------------------------------
 
-    def predict(self, image: np.ndarray, name: str = "the image") -> np.ndarray:
-        """(H, W[, C]) image -> mask: (H, W) class ids, or (L, H, W) 0/1 for multilabel."""
-        return self.decode(self.predict_probabilities(image, name))
+    def predict(self, image: np.ndarray, name: str = "the image", nodata: np.ndarray | None = None) -> np.ndarray:
+        """(H, W[, C]) image -> mask: (H, W) class ids, or (L, H, W) 0/1 for multilabel; the
+        model's nodata value where the image has none (NaN, or True in `nodata`)."""
+        image, nodata = self.prepare(image, name, nodata)
+        return self.decode(self._probabilities(image, name, nodata), nodata=nodata)
 
-    def predict_probabilities(self, image: np.ndarray, name: str = "the image") -> np.ndarray:
-        """(H, W[, C]) image -> (K, H, W) float32 probabilities (K = 1 for binary: foreground)."""
-        image = self.check_image(image, name)
-        height, width = image.shape[:2]
-        grid = self._grid(height, width)
-        total = np.zeros((self.info.num_outputs, height, width), np.float32)
-        with _progress(len(grid), self.progress and len(grid) > self.batch_size, name) as bar:
-            for tiles in _chunks(iter(grid), self.batch_size):
-                batch = torch.from_numpy(np.stack([self._tile_input(image, tile) for tile in tiles]))
-                for tile, probs in zip(tiles, self._forward(batch).numpy()):
-                    _add(total, grid, tile, probs)
-                bar.update(len(tiles))
-        return total
+    def predict_probabilities(self, image: np.ndarray, name: str = "the image",
+                              nodata: np.ndarray | None = None) -> np.ndarray:
+        """(H, W[, C]) image -> (K, H, W) float32 probabilities (K = 1 for binary: foreground);
+        NaN where the image has no data."""
+        image, nodata = self.prepare(image, name, nodata)
+        probs = self._probabilities(image, name, nodata)
+        if nodata is not None:
+            probs[:, nodata] = np.nan
+        return probs
 
-    def predict_many(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None) -> list[np.ndarray]:
-        """Probabilities of several images; images of one size that fit a tile share batches."""
+    def predict_many(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None,
+                     nodata: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
+        """Probabilities of several images; images of one size that fit a tile share batches.
+        NaN where an image has no data (NaN pixels, or True in its `nodata` mask)."""
         names = list(names) if names is not None else [f"image {i + 1}" for i in range(len(images))]
-        images = [self.check_image(image, name) for image, name in zip(images, names)]
-        results: list[np.ndarray | None] = [None] * len(images)
+        masks = list(nodata) if nodata is not None else [None] * len(images)
+        prepared = [self.prepare(image, name, mask) for image, name, mask in zip(images, names, masks)]
+        results: list[np.ndarray | None] = [None] * len(prepared)
         whole: dict[tuple[int, ...], list[int]] = {}
-        for index, image in enumerate(images):
+        for index, (image, nodata) in enumerate(prepared):
             if len(self._grid(*image.shape[:2])) == 1:
                 whole.setdefault(image.shape, []).append(index)
             else:
-                results[index] = self.predict_probabilities(image, names[index])
+                results[index] = self._probabilities(image, names[index], nodata)
         for shape, indices in whole.items():
             grid = self._grid(*shape[:2])
             (tile,) = grid
             for group in _chunks(iter(indices), self.batch_size):
-                batch = torch.from_numpy(np.stack([self._tile_input(images[i], tile) for i in group]))
+                batch = torch.from_numpy(np.stack([self._tile_input(prepared[i][0], tile) for i in group]))
                 for index, probs in zip(group, self._forward(batch).numpy()):
-                    total = np.zeros((self.info.num_outputs, *shape[:2]), np.float32)
+                    total = np.zeros((self.record.num_outputs, *shape[:2]), np.float32)
                     _add(total, grid, tile, probs)
                     results[index] = total
+        for (_, nodata), probs in zip(prepared, results):
+            if nodata is not None and probs is not None:
+                probs[:, nodata] = np.nan
         return results  # type: ignore[return-value]
 
-    def decode(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
-        """(K, H, W) probabilities -> the mask, by the model's task (see `decode_probabilities`)."""
-        return decode_probabilities(probs, self.info, self.threshold if threshold is None else threshold)
+    def decode(self, probs: np.ndarray, threshold: float | None = None, nodata: np.ndarray | None = None) -> np.ndarray:
+        """(K, H, W) probabilities -> the mask of class ids, by the model's task (see
+        `decode_probabilities`); the model's nodata value where `nodata` (or NaN probabilities)."""
+        mask = decode_probabilities(probs, self.record, self.threshold if threshold is None else threshold)
+        return self._mark_nodata(mask, probs, nodata)
 
-    def check_image(self, image: np.ndarray, name: str = "the image") -> np.ndarray:
-        """An (H, W, C) view of `image`, refused with one sentence if its bands do not fit."""
+    def decode_indices(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """(K, H, W) probabilities -> class indices (positions in the class list, as training
+        targets are), or (L, H, W) 0/1: what evaluation compares with the ground truth."""
+        return decode_probabilities(probs, self.record, self.threshold if threshold is None else threshold,
+                                    as_index=True)
+
+    def prepare(self, image: np.ndarray, name: str = "the image",
+                nodata: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """An (H, W, C) image the network can take, and where it has no data (None: everywhere).
+
+        Refused with one sentence if its bands do not fit; rescaled (with a warning) when its
+        integer dtype is not the training images'; NaN pixels are counted as no data."""
         image = np.asarray(image)
         if image.dtype == bool:
             image = image.astype(np.uint8)
@@ -138,19 +171,31 @@ class Predictor:
             image = image[:, :, None]
         if image.ndim != 3 or min(image.shape) < 1:
             raise UnetkitError(f"{name} has shape {image.shape}: pass an (H, W) or (H, W, C) image.")
-        if image.shape[2] != self.info.in_channels and image.shape[0] == self.info.in_channels:
+        if image.shape[2] != self.record.in_channels and image.shape[0] == self.record.in_channels:
             raise UnetkitError(
                 f"{name} has shape {image.shape}, which looks like (C, H, W): pass (H, W, C), "
                 "e.g. np.moveaxis(image, 0, -1)."
             )
-        self.info.check_bands(image.shape[2], name)
-        return image
+        self.record.check_bands(image.shape[2], name)
+        if nodata is not None and nodata.shape != image.shape[:2]:
+            raise UnetkitError(f"the nodata mask of {name} is {nodata.shape}, the image {image.shape[:2]}.")
+        if image.dtype.kind == "f":
+            missing = ~np.isfinite(image).all(axis=2)
+            if missing.any():
+                nodata = missing if nodata is None else nodata | missing
+        if nodata is not None and not nodata.any():
+            nodata = None
+        return self._rescaled(image, name), nodata
+
+    def check_image(self, image: np.ndarray, name: str = "the image") -> np.ndarray:
+        """`prepare` without the nodata mask (the name of earlier versions)."""
+        return self.prepare(image, name)[0]
 
     # --- internals -------------------------------------------------------------------------
 
     def _grid(self, height: int, width: int) -> TileGrid:
-        m, overlap = self.info.multiple, self.overlap
-        if self.info.padding == "same":
+        m, overlap = self.record.multiple, self.overlap
+        if self.record.padding == "same":
             return TileGrid(Axis.same(height, self._in_tile, m, overlap), Axis.same(width, self._in_tile, m, overlap))
         out, margin = self._out_tile, self._margin
         return TileGrid(Axis.valid(height, out, margin, m, overlap), Axis.valid(width, out, margin, m, overlap))
@@ -166,23 +211,77 @@ class Predictor:
         out = np.zeros((c, rows.before + h + rows.after, cols.before + w + cols.after), np.float32)
         inside = out[:, rows.before : rows.before + h, cols.before : cols.before + w]
         inside[...] = raw.transpose(2, 0, 1)
-        if self.info.mean is not None and self.info.std is not None:
-            inside -= np.asarray(self.info.mean, np.float32).reshape(c, 1, 1)
-            inside /= np.asarray(self.info.std, np.float32).reshape(c, 1, 1)
+        if self.record.mean is not None and self.record.std is not None:
+            inside -= np.asarray(self.record.mean, np.float32).reshape(c, 1, 1)
+            inside /= np.asarray(self.record.std, np.float32).reshape(c, 1, 1)
+        if raw.dtype.kind == "f":
+            np.nan_to_num(inside, copy=False, nan=0.0, posinf=0.0, neginf=0.0)  # no data: the band mean
         return out
+
+    def _probabilities(self, image: np.ndarray, name: str, nodata: np.ndarray | None) -> np.ndarray:
+        """(K, H, W) of a prepared image; pixels in `nodata` enter the network as the band mean."""
+        if nodata is not None and image.dtype.kind != "f":
+            image = image.astype(np.float32)
+            image[nodata] = np.nan
+        height, width = image.shape[:2]
+        grid = self._grid(height, width)
+        total = np.zeros((self.record.num_outputs, height, width), np.float32)
+        with progress.bar(len(grid), f"tiles of {name}", "tile", self.progress and len(grid) > self.batch_size) as bar:
+            for tiles in _chunks(iter(grid), self.batch_size):
+                batch = torch.from_numpy(np.stack([self._tile_input(image, tile) for tile in tiles]))
+                for tile, probs in zip(tiles, self._forward(batch).numpy()):
+                    _add(total, grid, tile, probs)
+                bar.update(len(tiles))
+        return total
+
+    def _mark_nodata(self, mask: np.ndarray, probs: np.ndarray, nodata: np.ndarray | None) -> np.ndarray:
+        if nodata is None and probs.dtype.kind == "f":
+            missing = np.isnan(probs[0])
+            nodata = missing if missing.any() else None
+        if nodata is not None:
+            value = self.record.nodata_value()
+            if mask.dtype.itemsize == 1 and value > 255:
+                mask = mask.astype(np.uint16)
+            mask[..., nodata] = value
+        return mask
+
+    def _rescaled(self, image: np.ndarray, name: str) -> np.ndarray:
+        """An integer image of another dtype than the training images, scaled to their range."""
+        trained = self.record.input.dtype
+        if self.rescale == "none" or trained is None or image.dtype.name == trained:
+            return image
+        try:
+            target = np.dtype(trained)
+        except TypeError:
+            return image
+        if image.dtype.kind in "ui" and target.kind in "ui":
+            factor = np.iinfo(target).max / np.iinfo(image.dtype).max
+            self._warn(f"{name} is {image.dtype.name} but {self.record.source} was trained on {trained} images: its "
+                       f"values are scaled by {np.iinfo(target).max}/{np.iinfo(image.dtype).max} to the training "
+                       "range (--rescale none uses them as they are)")
+            return image.astype(np.float32) * np.float32(factor)
+        self._warn(f"{name} is {image.dtype.name} but {self.record.source} was trained on {trained} images: check "
+                   "that its values lie in the training range, or convert it")
+        return image
+
+    def _warn(self, message: str) -> None:
+        key = message.split(":", 1)[-1]
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, UnetkitWarning, stacklevel=3)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Probabilities of a batch, averaged over the test-time augmentations."""
         total = None
         for forward, inverse in self._transforms:
-            probs = inverse(probabilities(self.engine(forward(batch)), self.info.task))
+            probs = inverse(probabilities(self.engine(forward(batch)), self.record.task))
             total = probs if total is None else total + probs
         assert total is not None
         return total if len(self._transforms) == 1 else total / len(self._transforms)
 
 
-def predict(model: UNet | str | Path | Predictor, image: np.ndarray, *, meta: dict[str, Any] | None = None,
-            **options: Any) -> np.ndarray:
+def predict(model: UNet | str | Path | Predictor, image: np.ndarray, *,
+            meta: SavedModel | Mapping[str, Any] | None = None, **options: Any) -> np.ndarray:
     """Segment one image: (H, W[, C]) -> (H, W) class ids, or (L, H, W) 0/1 for multilabel.
 
     `model` is a model folder, an .onnx file, a `UNet` (with `meta` from `unetkit.load`) or a
@@ -202,15 +301,18 @@ def default_batch(tile: int, on_gpu: bool) -> int:
     return max(1, min(8, (512 * 512) // max(tile * tile, 1)))
 
 
-def decode_probabilities(probs: np.ndarray, info: ModelInfo, threshold: float) -> np.ndarray:
+def decode_probabilities(probs: np.ndarray, info: SavedModel, threshold: float, as_index: bool = False) -> np.ndarray:
     """(K, H, W) probabilities -> mask. multiclass: arg-max mapped to the class ids; binary:
     foreground where p > threshold (class ids of background/foreground); multilabel: (L, H, W)
-    0/1 where p > threshold. Works in row bands, so no int64 copy of a huge image is made."""
+    0/1 where p > threshold. `as_index`: positions in the class list instead of ids. Works in
+    row bands, so no int64 copy of a huge image is made."""
     if not 0.0 < threshold < 1.0:
         raise UnetkitError(f"--threshold {threshold} must lie strictly between 0 and 1.")
     if info.task == "multilabel":
         return (probs > threshold).astype(np.uint8)
     ids = info.class_ids()
+    if as_index:
+        ids = np.arange(len(ids))
     dtype = _smallest_uint(int(ids.max(initial=0)))
     lookup = ids.astype(dtype)
     height, width = probs.shape[1:]
@@ -226,34 +328,47 @@ def decode_probabilities(probs: np.ndarray, info: ModelInfo, threshold: float) -
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _open(model: UNet | str | Path, meta: dict[str, Any] | None, engine: str, device: str,
-          precision: str) -> tuple[Engine, ModelInfo, UNet | None]:
-    """The engine, the model's info, and the UNet itself when there is one (for its geometry)."""
-    if isinstance(model, UNet):
+def _open(model: UNet | str | Path, meta: SavedModel | Mapping[str, Any] | None, engine: str, device: str,
+          precision: str) -> tuple[Engine, SavedModel, UNet | None]:
+    """The engine, the model's record, and the UNet itself when there is one (for its geometry)."""
+    if isinstance(model, torch.nn.Module):
         if engine == "onnx":
             raise UnetkitError("engine='onnx' needs an exported .onnx file, not a UNet; use `unetkit export`.")
-        if meta:
-            info = ModelInfo.from_meta({**meta, "model": model.config}, "the model")
-        else:
-            info = ModelInfo.for_bare_model(model.config)
-        return TorchEngine(model, device, precision), info, model
+        return TorchEngine(model, device, precision), record_for(model, meta), model if isinstance(model, UNet) \
+            else None
     path = Path(model)
     if engine == "onnx" or (engine == "auto" and path.suffix.lower() == ".onnx"):
-        from unetkit.infer.export import onnx_meta
+        from unetkit.infer.export import onnx_record
 
         if precision not in ("auto", "fp32"):
             raise UnetkitError(f"--precision {precision}: the ONNX engine runs in fp32; leave --precision auto.")
         onnx = OnnxEngine.from_file(path, device)
-        return onnx, ModelInfo.from_meta(onnx_meta(onnx.session, path), str(path)), None
+        return onnx, onnx_record(onnx.session, path), None
     if path.suffix.lower() == ".onnx":
         raise UnetkitError(f"{path}: an .onnx file runs with --engine onnx (or auto), not torch.")
-    from unetkit.train.checkpoint import load
+    from unetkit.model.store import load
 
-    unet, loaded = load(path)
-    return TorchEngine(unet, device, precision), ModelInfo.from_meta(loaded, loaded.get("folder", str(path))), unet
+    unet, record = load(path)
+    return TorchEngine(unet, device, precision), record, unet
 
 
-def _tile_geometry(info: ModelInfo, unet: UNet | None, tile: int | None) -> tuple[int, int, int]:
+def record_for(model: torch.nn.Module, meta: SavedModel | Mapping[str, Any] | None) -> SavedModel:
+    """The record of an in-memory network: `meta` (a SavedModel, or the dict of a config.json)
+    with the network's own options, or a bare record (no normalisation) without one."""
+    options = getattr(model, "options", None)
+    if isinstance(meta, SavedModel):
+        return meta
+    if meta:
+        values = dict(meta)
+        if options is not None:
+            values["model"] = options.to_dict()
+        return SavedModel.from_json(values, str(values.get("folder") or "the model"))
+    if options is None:
+        raise UnetkitError("a network other than unetkit's UNet needs its record: pass meta=SavedModel(...).")
+    return SavedModel.for_network(options)
+
+
+def _tile_geometry(info: SavedModel, unet: UNet | None, tile: int | None) -> tuple[int, int, int]:
     """(input tile, output tile, margin). 'same': a multiple of 2**depth, no margin. 'valid':
     the nearest valid input size at or above the tile, whose output is smaller by 2 * margin."""
     wanted = info.default_tile() if tile is None else int(tile)
@@ -341,13 +456,6 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
-def _progress(total: int, enabled: bool, name: str) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=f"tiles of {name}", unit="tile", leave=False, file=sys.stderr,
-                disable=not enabled, dynamic_ncols=True)
-
-
 def _smallest_uint(top: int) -> type:
     for dtype in (np.uint8, np.uint16, np.uint32):
         if top <= np.iinfo(dtype).max:
@@ -355,4 +463,4 @@ def _smallest_uint(top: int) -> type:
     return np.int64
 
 
-__all__ = ["ENGINES", "TTA_MODES", "Predictor", "decode_probabilities", "predict"]
+__all__ = ["ENGINES", "TTA_MODES", "Predictor", "decode_probabilities", "predict", "record_for"]

@@ -7,18 +7,18 @@ non-zero). One image is held at a time unless images are small enough to share a
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from unetkit.data.io import read_geo_profile, read_image
+from unetkit.data.io import read_geo_profile, read_image_nodata
 from unetkit.errors import UnetkitError
 from unetkit.infer.files import Job, plan
 from unetkit.infer.outputs import PROBABILITY_FORMATS, write_outputs
 from unetkit.infer.predictor import Predictor
+from unetkit.progress import bar as progress_bar
 
 
 @dataclass
@@ -40,25 +40,26 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | Path], out: str |
         raise UnetkitError(f"--probabilities {probabilities!r}: use tif or npy.")
     jobs = plan(list(inputs), out, probabilities=probabilities, overlay=overlay, overwrite=overwrite, resume=resume)
     report = FilesReport(failed=list(jobs.missing), skipped=[job.source for job in jobs.skipped])
-    pending: list[tuple[Job, np.ndarray]] = []
+    pending: list[tuple[Job, np.ndarray, np.ndarray | None]] = []
 
-    def finish(batch: list[tuple[Job, np.ndarray]]) -> None:
-        results = predictor.predict_many([image for _, image in batch], [str(job.source) for job, _ in batch])
-        for (job, image), probs in zip(batch, results):
+    def finish(batch: list[tuple[Job, np.ndarray, np.ndarray | None]]) -> None:
+        results = predictor.predict_many([image for _, image, _ in batch], [str(job.source) for job, _, _ in batch],
+                                         [nodata for _, _, nodata in batch])
+        for (job, image, _), probs in zip(batch, results):
             _write(job, image, probs, predictor, report, probabilities, overlay, resume)
 
-    with _bar(len(jobs.jobs), progress) as bar:
+    with progress_bar(len(jobs.jobs), "predict", "image", progress and len(jobs.jobs) > 1) as bar:
         for job in jobs.jobs:
-            image = _read(job, predictor, report)
-            if image is not None and predictor.tile_count(*image.shape[:2]) == 1:
-                pending.append((job, image))
+            read = _read(job, predictor, report)
+            if read is not None and predictor.tile_count(*read[0].shape[:2]) == 1:
+                pending.append((job, *read))
                 if len(pending) == predictor.batch_size:
                     finish(pending)
                     bar.update(len(pending))
                     pending = []
                 continue
-            if image is not None:
-                finish([(job, image)])
+            if read is not None:
+                finish([(job, *read)])
             bar.update(1)
         if pending:
             finish(pending)
@@ -66,10 +67,12 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | Path], out: str |
     return report
 
 
-def _read(job: Job, predictor: Predictor, report: FilesReport) -> np.ndarray | None:
+def _read(job: Job, predictor: Predictor, report: FilesReport) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The image and where it has no data, or None (reported) when it cannot be used."""
     try:
-        image = read_image(job.source, include_alpha=predictor.info.include_alpha)
-        return predictor.check_image(image, str(job.source))
+        image, nodata = read_image_nodata(job.source, include_alpha=predictor.record.include_alpha)
+        predictor.record.check_bands(image.shape[2], str(job.source))  # the rest of `prepare` runs once, later
+        return image, nodata
     except UnetkitError as error:
         report.failed.append((str(job.source), str(error)))
         return None
@@ -80,18 +83,11 @@ def _write(job: Job, image: np.ndarray, probs: np.ndarray, predictor: Predictor,
     try:
         mask = predictor.decode(probs)
         profile = read_geo_profile(job.source)
-        report.written += write_outputs(job, image, probs, mask, predictor.info, probabilities=probabilities,
+        report.written += write_outputs(job, image, probs, mask, predictor.record, probabilities=probabilities,
                                         overlay=overlay, geo_profile=profile, keep_existing=keep_existing)
         report.done.append(job.source)
     except UnetkitError as error:
         report.failed.append((str(job.source), str(error)))
-
-
-def _bar(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="predict", unit="image", file=sys.stderr, disable=not enabled or total < 2,
-                dynamic_ncols=True)
 
 
 __all__ = ["FilesReport", "predict_files"]

@@ -1,16 +1,21 @@
 """Where and in which precision to run: chosen once, from what the machine can do.
 
-bf16 autocast pays on CPUs with bf16 dot-product instructions (AVX512-BF16 or AMX) and on
-CUDA GPUs that support it; elsewhere fp16 on CUDA, fp32 on the rest. Everything here is
-read by the trainer and the predictor, so both run the same way.
+On CUDA: bf16 where the GPU has it, else fp16. On a CPU, bf16 is used only where a one-off
+measurement shows it faster than fp32 (`bf16_pays`): the avx512_bf16 flag alone does not
+say, its dot-product instruction runs at half the fp32 FMA rate on some CPUs, and only AMX
+makes bf16 much faster. The trainer and the predictor both read this, so both run the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
+import platform
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -49,7 +54,7 @@ def cpu_has_bf16() -> bool:
 def pick_precision(name: str, device: torch.device, training: bool = False) -> str:
     """'auto' -> the fastest precision that keeps accuracy on this device and for this use.
 
-    On a CPU, bf16 is used for inference only where it measures faster (`runtime.bf16_pays`:
+    On a CPU, bf16 is used for inference only where it measures faster (`bf16_pays`:
     the bf16 flag is not enough — on the Xeon of BENCHMARKS.md bf16 ran at half fp32 speed),
     and never for training: eager bf16 autocast, with its casts and bf16 backward kernels,
     trained the classic network at 0.6x the fp32 speed here (BENCHMARKS.md)."""
@@ -60,8 +65,6 @@ def pick_precision(name: str, device: torch.device, training: bool = False) -> s
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device.type == "cpu" and not training:
-        from unetkit.runtime import bf16_pays
-
         return "bf16" if bf16_pays() else "fp32"
     return "fp32"
 
@@ -74,12 +77,6 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def default_workers() -> int:
-    """DataLoader workers: none on a 2-core machine (the model needs both cores), else a few."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 0 if cores <= 2 else min(4, cores // 2)
-
-
 @contextlib.contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[None]:
     """Evaluate without gradients, then restore the model's previous mode."""
@@ -90,3 +87,90 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
             yield
     finally:
         model.train(was_training)
+
+
+# --- does bf16 pay on this CPU? ---------------------------------------------------------------
+
+BF16_MARGIN = 1.15  # bf16 must be this much faster than fp32 to be worth its rounding
+
+
+@functools.cache
+def bf16_pays() -> bool:
+    """Whether bf16 autocast runs this CPU's convolutions clearly faster than fp32.
+
+    UNETKIT_CPU_BF16=1 / 0 forces the answer. AMX (amx_bf16): yes. No avx512_bf16: no.
+    avx512_bf16 alone: measured once (see `bf16_speedup`) and cached on disk."""
+    forced = os.environ.get("UNETKIT_CPU_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
+    flags = _cpu_flags()
+    if "amx_bf16" in flags:
+        return True
+    if "avx512_bf16" not in flags:
+        return False
+    return bf16_speedup() >= BF16_MARGIN
+
+
+def bf16_speedup(use_cache: bool = True) -> float:
+    """fp32 time / bf16 time of a 3x3 convolution (128 -> 128 channels, 32 x 32, batch 8,
+    channels-last), best of 5 alternating runs of each; cached per CPU, torch and threads."""
+    import torch
+
+    key = f"{_cpu_model()}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+    cache = _cache_dir() / "cpu-bf16.json"
+    if use_cache:
+        try:
+            known = json.loads(cache.read_text())
+            if key in known:
+                return float(known[key])
+        except (OSError, ValueError):
+            known = {}
+    else:
+        known = {}
+    x = torch.randn(8, 128, 32, 32).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(128, 128, 3, 3).contiguous(memory_format=torch.channels_last)
+    cases = {torch.float32: (x, w), torch.bfloat16: (x.bfloat16(), w.bfloat16())}
+    best = dict.fromkeys(cases, float("inf"))
+    with torch.inference_mode():
+        for _ in range(2):  # warm-up: primitive creation
+            for a, b in cases.values():
+                torch.nn.functional.conv2d(a, b, padding=1)
+        for _ in range(5):
+            for dtype, (a, b) in cases.items():
+                start = time.perf_counter()
+                torch.nn.functional.conv2d(a, b, padding=1)
+                best[dtype] = min(best[dtype], time.perf_counter() - start)
+    speedup = best[torch.float32] / best[torch.bfloat16]
+    try:
+        known = {**known, key: round(speedup, 3)}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(known, indent=1))
+    except OSError:
+        pass  # a read-only home: measure again next time
+    return speedup
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "unetkit"

@@ -1,13 +1,13 @@
-"""The U-Net's building blocks, each readable in one screen.
+"""The U-Net's building blocks, each readable in one screen (in the spirit of milesial's unet_parts.py).
 
 Every operation in the forward pass is a module (even the skip concatenation, the centre
 crop and the internal pad/crop), so that forward hooks see all of it: `summary.py` builds
 the `unetkit explain model` table from those hooks instead of from a formula kept apart.
+The CPU speed paths (folded batch norms, fused ReLUs, the transposed conv written straight
+into the concatenation) are not here: they live in `fused.py` and compute this same network.
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 import torch.nn.functional as F
@@ -109,9 +109,7 @@ class UpSample(nn.Module):
                 nn.Conv2d(in_channels, out_channels, 3, padding=1),
             )
         else:
-            raise UNetError(
-                f"up_mode={up_mode!r} is not known: use 'transpose', 'nearest' or 'bilinear'."
-            )
+            raise UNetError(f"up_mode={up_mode!r} is not known: use 'transpose', 'nearest' or 'bilinear'.")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.up(x)
@@ -121,11 +119,7 @@ class CenterCrop(nn.Module):
     """Crop the skip to the decoder's size ('valid' padding: the encoder map is larger)."""
 
     def forward(self, skip: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        dh = skip.shape[-2] - like.shape[-2]
-        dw = skip.shape[-1] - like.shape[-1]
-        if dh == 0 and dw == 0:
-            return skip
-        return skip[..., dh // 2 : dh // 2 + like.shape[-2], dw // 2 : dw // 2 + like.shape[-1]]
+        return crop_center(skip, like.shape[-2], like.shape[-1])
 
 
 class SkipConcat(nn.Module):
@@ -136,75 +130,8 @@ class SkipConcat(nn.Module):
         return torch.cat([skip, up], dim=1)
 
 
-class ShuffleConcat(torch.autograd.Function):
-    """Concatenate [skip, up] where `up` is given as z, a 2x2 stride-2 transposed convolution
-    computed as a 1x1 convolution to 4 x C channels: channel (i * 2 + j) * C + c of z at
-    (y, x) is channel c of `up` at (2y + i, 2x + j). One channels-last buffer receives the skip
-    and the rearranged z, so the up-sampled map is written once, straight into its place.
-
-    The same sums as ConvTranspose2d (each output pixel of a 2x2 stride-2 transposed
-    convolution receives exactly one tap), done by oneDNN's 1x1 convolution, which runs near
-    the machine's peak where its deconvolution does not (BENCHMARKS.md)."""
-
-    @staticmethod
-    def forward(ctx, skip: torch.Tensor, z: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        n, c4, h, w = z.shape
-        c, c_skip = c4 // 4, skip.shape[1]
-        dtype = torch.promote_types(skip.dtype, z.dtype)
-        out = torch.empty(n, c_skip + c, 2 * h, 2 * w, dtype=dtype, device=z.device,
-                          memory_format=torch.channels_last)
-        out[:, :c_skip].copy_(skip)
-        _up_view(out, c_skip, h, w).copy_(_blocks_view(z))
-        ctx.c_skip, ctx.z_dtype, ctx.skip_dtype = c_skip, z.dtype, skip.dtype
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        n, c_all, hh, ww = grad.shape
-        h, w, c = hh // 2, ww // 2, c_all - ctx.c_skip
-        grad_z = torch.empty(n, 4 * c, h, w, dtype=ctx.z_dtype, device=grad.device,
-                             memory_format=torch.channels_last)
-        _blocks_view(grad_z).copy_(_up_view(grad, ctx.c_skip, h, w))
-        return grad[:, : ctx.c_skip].to(ctx.skip_dtype), grad_z
-
-
-def _blocks_view(z: torch.Tensor) -> torch.Tensor:
-    """(N, 4C, h, w) channels-last z as (N, h, i, w, j, C): the 2x2 blocks in output order."""
-    n, c4, h, w = z.shape
-    return z.permute(0, 2, 3, 1).reshape(n, h, w, 2, 2, c4 // 4).permute(0, 1, 3, 2, 4, 5)
-
-
-def _up_view(buffer: torch.Tensor, offset: int, h: int, w: int) -> torch.Tensor:
-    """Channels [offset:] of an (N, C, 2h, 2w) channels-last buffer as (N, h, i, w, j, C)."""
-    return buffer.permute(0, 2, 3, 1)[..., offset:].unflatten(1, (h, 2)).unflatten(3, (w, 2))
-
-
-def _hooked(*modules: nn.Module) -> bool:
-    """Whether anything asked to observe these modules run (then they must really run)."""
-    from torch.nn.modules import module as torch_module
-
-    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
-        return True
-    if torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks:
-        return True
-    return any(
-        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-        for module in modules
-        for m in module.modules()
-    )
-
-
 class DecoderBlock(nn.Module):
-    """One level of the expanding path: up-sample, concatenate the skip, double conv.
-
-    Speed: with `up_mode="transpose"`, on the CPU, in float32 or bfloat16 (autocast) with
-    channels-last tensors, the transposed convolution runs as a 1x1 convolution whose output
-    goes straight into the concatenation (`ShuffleConcat`): the same sums, about 20 % less
-    time for the up-sampling and concatenation, forward and backward. float64, other devices,
-    tracing, compiling and hooks on the up-sampling or concatenation see the modules run as
-    written. `shuffle_concat = False` on a block (or UNETKIT_FUSED=0) turns it off."""
-
-    shuffle_concat: bool = os.environ.get("UNETKIT_FUSED", "1") != "0"
+    """One level of the expanding path: up-sample, concatenate the skip, double conv."""
 
     def __init__(
         self,
@@ -222,35 +149,8 @@ class DecoderBlock(nn.Module):
         self.conv = DoubleConv(skip_channels + in_channels // 2, out_channels, norm, padding)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        if self._can_shuffle(x, skip):
-            return self.conv(self._shuffle_concat(x, skip))
         up = self.up(x)
         return self.conv(self.concat(self.crop(skip, up), up))
-
-    def _can_shuffle(self, x: torch.Tensor, skip: torch.Tensor) -> bool:
-        if not self.shuffle_concat or self.up.up_mode != "transpose" or x.device.type != "cpu":
-            return False
-        low = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        if not (x.dtype == torch.float32 or x.dtype == torch.bfloat16 or low) or skip.dtype == torch.float64:
-            return False
-        if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
-            return False
-        layout = torch.channels_last
-        if not (x.is_contiguous(memory_format=layout) and skip.is_contiguous(memory_format=layout)):
-            return False
-        return not _hooked(self.up, self.crop, self.concat)
-
-    def _shuffle_concat(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        up = self.up.up
-        c_in, c_out = up.weight.shape[:2]
-        weight = up.weight.permute(2, 3, 1, 0).reshape(4 * c_out, c_in, 1, 1)
-        bias = up.bias.repeat(4) if up.bias is not None else None
-        z = F.conv2d(x, weight, bias).contiguous(memory_format=torch.channels_last)
-        h, w = 2 * x.shape[-2], 2 * x.shape[-1]
-        dh, dw = skip.shape[-2] - h, skip.shape[-1] - w
-        if dh or dw:  # 'valid' padding: centre-crop the skip, as CenterCrop does
-            skip = skip[..., dh // 2 : dh // 2 + h, dw // 2 : dw // 2 + w]
-        return ShuffleConcat.apply(skip, z)
 
 
 class PadToMultiple(nn.Module):
@@ -262,20 +162,31 @@ class PadToMultiple(nn.Module):
         self.multiple = multiple
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        ph = -h % self.multiple
-        pw = -w % self.multiple
-        if ph == 0 and pw == 0:
-            return x
-        return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        return pad_to_multiple(x, self.multiple)
 
 
 class CropBack(nn.Module):
     """Undo `PadToMultiple`: crop the logits back to the input's height and width."""
 
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        dh = x.shape[-2] - height
-        dw = x.shape[-1] - width
-        if dh == 0 and dw == 0:
-            return x
-        return x[..., dh // 2 : dh // 2 + height, dw // 2 : dw // 2 + width]
+        return crop_center(x, height, width)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, always: bool = False) -> torch.Tensor:
+    """Zero-pad H and W, centred, up to multiples of `multiple`. `always` pads by zero too
+    instead of returning `x` (an exporter then records the pad amounts as formulas)."""
+    height, width = x.shape[-2:]
+    ph = (multiple - height % multiple) % multiple
+    pw = (multiple - width % multiple) % multiple
+    if not (always or ph or pw):
+        return x
+    return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+
+
+def crop_center(x: torch.Tensor, height: int, width: int, always: bool = False) -> torch.Tensor:
+    """The centred height x width window of `x` (the inverse of `pad_to_multiple`)."""
+    dh = x.shape[-2] - height
+    dw = x.shape[-1] - width
+    if not (always or dh or dw):
+        return x
+    return x[..., dh // 2 : dh // 2 + height, dw // 2 : dw // 2 + width]

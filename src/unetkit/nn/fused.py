@@ -1,36 +1,46 @@
-"""The U-Net's inference engine on the CPU: the same network, folded and fused for oneDNN.
+"""The U-Net's CPU speed paths: the same network, computed in fewer and faster steps.
 
-In eval mode a batch norm is a fixed affine map per channel, so it folds into the
-convolution before it: W' = W * g / sqrt(v + eps), b' = (b - m) * g / sqrt(v + eps) + beta.
-What is left of each `conv -> norm -> ReLU` is one oneDNN convolution with its ReLU as a
-post-op: the output is written once, already activated, instead of being read and written
-again by a norm and by a ReLU. The weights are converted once to the compute precision
-(bf16 where the CPU has bf16 dot products) and pre-packed in oneDNN's blocked layout, so no
-call reorders them again; activations stay channels-last from the first layer to the head.
+Nothing here changes what the network computes; `tests/nn/test_fused.py` holds every path
+against the plain `UNet.forward`. The predictor and the trainer switch them on explicitly:
 
-The engine computes exactly the network `UNet.forward` computes (same padding, crops, skips,
-up-sampling and head), rounded differently: in bf16 it agrees with the plain bf16 autocast
-path to within bf16 rounding. It holds no parameters of its own: it is rebuilt from the
-model whenever the model's weights may have changed (see `UNet._inference_engine`).
+- `inference_engine(model, dtype)`: in eval mode a batch norm is a fixed affine map per
+  channel, so it folds into the convolution before it: W' = W * g / sqrt(v + eps),
+  b' = (b - m) * g / sqrt(v + eps) + beta. What is left of each `conv -> norm -> ReLU` is one
+  oneDNN convolution with its ReLU as a post-op: the output is written once, already
+  activated. Weights are converted once to the compute precision and pre-packed in oneDNN's
+  blocked layout; activations stay channels-last from the first layer to the head. The
+  engine is cached per model and rebuilt when any weight changed.
+- `training_network(model)`: the same module tree for training, with each 2x2 stride-2
+  transposed convolution computed as a 1x1 convolution to 4 x C channels whose output is
+  written straight into the skip concatenation (`ShuffleConcat`): the same sums, forward
+  and backward, without a separate up-sampled map.
+
+Both fall back to the plain network wherever they do not apply: float64, other devices,
+tracing and compiling, and forward hooks on the layers (explain and users see every layer).
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unetkit.nn.blocks import crop_center, pad_to_multiple
+
 _MKLDNN = torch.ops.mkldnn
 
 
 def supported(model: Any) -> bool:
-    """Whether this torch can run `model` through the engine (oneDNN present, a norm that folds)."""
+    """Whether this torch can run `model` through the engine: a unetkit U-Net with a norm that
+    folds, and oneDNN present."""
     return (
         torch.backends.mkldnn.is_available()
         and hasattr(_MKLDNN, "_convolution_pointwise")
-        and model.norm in ("batch", None)
+        and getattr(model, "norm", "other") in ("batch", None)
+        and hasattr(model, "encoder") and hasattr(model, "decoder")
     )
 
 
@@ -99,26 +109,20 @@ class TransposedUp:
     __slots__ = ("weight", "bias", "out_channels")
 
     def __init__(self, up: nn.ConvTranspose2d, dtype: torch.dtype) -> None:
-        weight = up.weight.detach()  # (C_in, C_out, 2, 2)
-        c_in, c_out = weight.shape[:2]
-        # output channel index = (i * 2 + j) * C_out + c: each 2x2 position a contiguous block
-        weight = weight.permute(2, 3, 1, 0).reshape(4 * c_out, c_in, 1, 1)
+        weight, bias = transposed_as_1x1(up)
         # not pre-packed: oneDNN's layout for a 1x1 convolution depends on the batch and map
         # size, and the wrong one is 10-20x slower (63 ms instead of 3 ms at batch 1, 16 x 16);
         # a plain weight is reordered per call at little cost. 3x3 weights have no such trap.
-        self.weight = weight.to(dtype).contiguous()
-        bias = up.bias.detach() if up.bias is not None else weight.new_zeros(c_out)
-        self.bias = bias.float().repeat(4)
-        self.out_channels = c_out
+        self.weight = weight.detach().to(dtype).contiguous()
+        self.bias = bias.detach().float()
+        self.out_channels = up.out_channels
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The up-sampled map, (N, C_out, 2h, 2w) channels-last."""
         n, _, h, w = x.shape
         z = _MKLDNN._convolution_pointwise(x, self.weight, self.bias, [0, 0], [1, 1], [1, 1], 1, "none", [], "")
-        c = self.out_channels
-        blocks = z.permute(0, 2, 3, 1).reshape(n, h, w, 2, 2, c).permute(0, 1, 3, 2, 4, 5)  # n, h, i, w, j, c
-        up = torch.empty(n, c, 2 * h, 2 * w, dtype=z.dtype, memory_format=torch.channels_last)
-        up.permute(0, 2, 3, 1).unflatten(1, (h, 2)).unflatten(3, (w, 2)).copy_(blocks)
+        up = torch.empty(n, self.out_channels, 2 * h, 2 * w, dtype=z.dtype, memory_format=torch.channels_last)
+        _up_view(up, 0, h, w).copy_(_blocks_view(z))
         return up
 
 
@@ -171,16 +175,13 @@ class FusedUNet:
                 FoldedConv(conv.conv2, conv.norm2, dtype, relu=True),
             ))
         self.head = FoldedConv(model.head, None, dtype, relu=False)
-        self.model_version = None  # set by the model that owns the cache
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
         if self.padding == "same":
-            ph, pw = -height % self.multiple, -width % self.multiple
-            if ph or pw:
-                x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+            x = pad_to_multiple(x, self.multiple)
         skips = []
         for conv1, conv2 in self.encoder:
             skip = conv2(conv1(x))
@@ -192,21 +193,158 @@ class FusedUNet:
             x = conv2(conv1(_crop_like(skip, up), up))
         x = self.head(x)
         if self.padding == "same":
-            dh, dw = x.shape[-2] - height, x.shape[-1] - width
-            if dh or dw:
-                x = x[..., dh // 2 : dh // 2 + height, dw // 2 : dw // 2 + width]
+            x = crop_center(x, height, width)
         return x
 
 
 def _crop_like(skip: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """The skip centre-cropped to the up-sampled map's size ('valid' padding), channels-last."""
-    dh, dw = skip.shape[-2] - up.shape[-2], skip.shape[-1] - up.shape[-1]
-    if not (dh or dw):
-        return skip
-    crop = skip[..., dh // 2 : dh // 2 + up.shape[-2], dw // 2 : dw // 2 + up.shape[-1]]
-    return crop.contiguous(memory_format=torch.channels_last)
+    crop = crop_center(skip, up.shape[-2], up.shape[-1])
+    return crop if crop is skip else crop.contiguous(memory_format=torch.channels_last)
 
 
 def _pack(weight: torch.Tensor, padding: list[int]) -> torch.Tensor:
     """The weight in oneDNN's blocked layout, so that no call has to reorder it again."""
     return _MKLDNN._reorder_convolution_weight(weight, padding, [1, 1], [1, 1], 1)
+
+
+# --- the inference engine, cached per model ------------------------------------------------
+
+_ENGINES: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, FusedUNet]] = weakref.WeakKeyDictionary()
+
+
+def inference_engine(model: Any, dtype: torch.dtype = torch.float32) -> FusedUNet | None:
+    """The engine for `model`'s current weights in `dtype` (float32 or bfloat16), built once
+    and rebuilt whenever a weight or buffer changed (in place, by `.to()`, by loading);
+    None where it does not apply (a norm that does not fold, oneDNN missing, hooks)."""
+    if not supported(model) or observed(model):
+        return None
+    version = (dtype, tuple((t._version, t.data_ptr(), t.device.type) for t in (*model.parameters(), *model.buffers())))
+    cached = _ENGINES.get(model)
+    if cached is None or cached[0] != version:
+        cached = (version, FusedUNet(model, dtype))
+        _ENGINES[model] = cached
+    return cached[1]
+
+
+def observed(*modules: nn.Module) -> bool:
+    """Whether anything asked to watch these modules run (hooks): then they must really run."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    if torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks:
+        return True
+    return any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+        for module in modules
+        for m in module.modules()
+    )
+
+
+# --- the training path: the transposed conv written into the concatenation ------------------
+
+
+def transposed_as_1x1(up: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of the 1x1 convolution to 4 x C_out channels that computes a 2x2
+    stride-2 transposed convolution: output channel (i * 2 + j) * C_out + c holds channel c of
+    the up-sampled map at (2y + i, 2x + j). Each output pixel of such a transposed conv gets
+    exactly one tap, so this is the same sum, done by a matrix product. Differentiable."""
+    c_in, c_out = up.weight.shape[:2]
+    weight = up.weight.permute(2, 3, 1, 0).reshape(4 * c_out, c_in, 1, 1)
+    bias = up.bias.repeat(4) if up.bias is not None else up.weight.new_zeros(4 * c_out)
+    return weight, bias
+
+
+class ShuffleConcat(torch.autograd.Function):
+    """Concatenate [skip, up] where `up` is given as z, the 1x1 convolution of
+    `transposed_as_1x1`. One channels-last buffer receives the skip and the rearranged z, so the
+    up-sampled map is written once, straight into its place."""
+
+    @staticmethod
+    def forward(ctx, skip: torch.Tensor, z: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        n, c4, h, w = z.shape
+        c, c_skip = c4 // 4, skip.shape[1]
+        dtype = torch.promote_types(skip.dtype, z.dtype)
+        out = torch.empty(n, c_skip + c, 2 * h, 2 * w, dtype=dtype, device=z.device,
+                          memory_format=torch.channels_last)
+        out[:, :c_skip].copy_(skip)
+        _up_view(out, c_skip, h, w).copy_(_blocks_view(z))
+        ctx.c_skip, ctx.z_dtype, ctx.skip_dtype = c_skip, z.dtype, skip.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        n, c_all, hh, ww = grad.shape
+        h, w, c = hh // 2, ww // 2, c_all - ctx.c_skip
+        grad_z = torch.empty(n, 4 * c, h, w, dtype=ctx.z_dtype, device=grad.device,
+                             memory_format=torch.channels_last)
+        _blocks_view(grad_z).copy_(_up_view(grad, ctx.c_skip, h, w))
+        return grad[:, : ctx.c_skip].to(ctx.skip_dtype), grad_z
+
+
+def _blocks_view(z: torch.Tensor) -> torch.Tensor:
+    """(N, 4C, h, w) channels-last z as (N, h, i, w, j, C): the 2x2 blocks in output order."""
+    n, c4, h, w = z.shape
+    return z.permute(0, 2, 3, 1).reshape(n, h, w, 2, 2, c4 // 4).permute(0, 1, 3, 2, 4, 5)
+
+
+def _up_view(buffer: torch.Tensor, offset: int, h: int, w: int) -> torch.Tensor:
+    """Channels [offset:] of an (N, C, 2h, 2w) channels-last buffer as (N, h, i, w, j, C)."""
+    return buffer.permute(0, 2, 3, 1)[..., offset:].unflatten(1, (h, 2)).unflatten(3, (w, 2))
+
+
+def shuffle_concat(up: nn.ConvTranspose2d, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """[crop(skip), up(x)] for a 2x2 stride-2 transposed conv `up`, through `ShuffleConcat`."""
+    weight, bias = transposed_as_1x1(up)
+    z = F.conv2d(x, weight, bias).contiguous(memory_format=torch.channels_last)
+    skip = crop_center(skip, 2 * x.shape[-2], 2 * x.shape[-1])  # 'valid' padding: the skip is larger
+    return ShuffleConcat.apply(skip, z)
+
+
+class TrainingUNet(nn.Module):
+    """The model for training steps: its own modules, run with the faster decoder where it
+    applies (see `training_network`); `state_dict` and parameters are the model's."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        if not _shuffle_applies(model, x):
+            return model(x)
+        height, width = x.shape[-2:]
+        if model.padding == "valid":
+            model.output_size((int(height), int(width)))
+        x = model.pad(x)
+        skips = []
+        for level in model.encoder:
+            x, skip = level(x)
+            skips.append(skip)
+        x = model.bottleneck(x)
+        for level, skip in zip(model.decoder, reversed(skips)):
+            x = level.conv(shuffle_concat(level.up.up, x, skip))
+        x = model.head(x)
+        return model.crop(x, height, width) if model.padding == "same" else x
+
+
+def training_network(model: nn.Module) -> nn.Module:
+    """`model` wrapped for training steps with the transposed conv written into the concatenation
+    (the model itself where there is no transposed conv)."""
+    return TrainingUNet(model) if getattr(model, "up_mode", None) == "transpose" else model
+
+
+def _shuffle_applies(model: nn.Module, x: torch.Tensor) -> bool:
+    """CPU, float32 or bf16 (autocast), channels-last, not traced or compiled, not watched."""
+    if x.device.type != "cpu" or model.head.weight.device.type != "cpu":
+        return False
+    low = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    if not (x.dtype in (torch.float32, torch.bfloat16) or low) or model.head.weight.dtype == torch.float64:
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return False
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        return False
+    return not observed(*(block.up for block in model.decoder), *(block.crop for block in model.decoder),
+                        *(block.concat for block in model.decoder))

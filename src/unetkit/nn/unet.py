@@ -1,30 +1,22 @@
 """The U-Net (Ronneberger, Fischer & Brox, MICCAI 2015): encoder -> bottleneck -> decoder -> head.
 
-The constructor's keyword arguments are the model's whole configuration: `model.config`
+The constructor's options (`UNetOptions`) are the model's whole configuration: `model.config`
 returns them and `UNet(**config)` rebuilds the same network, which is how checkpoints
-store a model without pickling code.
+store a model without pickling code. This file is the plain network, nothing else: the
+faster CPU paths that compute the same function are in `fused.py`, switched on by the
+predictor and the trainer.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-import os
-import weakref
 from typing import Any
 
 import torch
 from torch import nn
 
-from unetkit.nn import fused
-from unetkit.nn.blocks import (
-    Bottleneck,
-    CropBack,
-    DecoderBlock,
-    EncoderBlock,
-    PadToMultiple,
-    UNetError,
-)
+from unetkit.nn.blocks import Bottleneck, CropBack, DecoderBlock, EncoderBlock, PadToMultiple, UNetError
 from unetkit.nn.options import UNetOptions
 
 
@@ -35,31 +27,18 @@ class UNet(nn.Module):
     is zero-padded to a multiple of 2**depth inside the model and the logits cropped back.
     With `padding="valid"` every 3x3 convolution is unpadded and the skips are centre-cropped,
     as in the paper: 572x572 in gives 388x388 out; see `output_size` and `input_size_for`.
-
-    Speed: on the CPU, in eval mode and without gradients (how unetkit's predictor and
-    validation run), in float32 or under bf16 autocast, `forward` runs `fuse_for_inference()`'s
-    engine: batch norms folded into the convolutions, ReLUs fused, weights pre-packed, the
-    transposed convolutions written straight into the skip concatenation. The logits equal the
-    plain network's within rounding (float32: ~1e-6 relative). The engine is rebuilt whenever a
-    parameter or buffer changes in place, on `train()` / `eval()`, `.to()` and friends.
-    float64, tracing, torch.compile, autograd and forward hooks on its layers always run the
-    plain network; `model.fused_inference = False` (or UNETKIT_FUSED=0) turns the engine off.
     """
-
-    fused_inference: bool = os.environ.get("UNETKIT_FUSED", "1") != "0"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Options as in `UNetOptions` (in_channels=1, num_classes=2, depth=4, base_channels=64,
         up_mode="transpose", norm="batch", dropout=0.0, padding="same"), by name or in order."""
         super().__init__()
-        options = args[0] if len(args) == 1 and not kwargs and isinstance(args[0], UNetOptions) \
-            else UNetOptions(*args, **kwargs)
-        self.options = options
+        given = args[0] if len(args) == 1 and not kwargs and isinstance(args[0], UNetOptions) else None
+        self.options = options = given or UNetOptions(*args, **kwargs)
+        for name, value in options.to_dict().items():
+            setattr(self, name, value)  # model.depth, model.padding, ... read like the options
         in_channels, depth, base_channels = options.in_channels, options.depth, options.base_channels
         up_mode, norm, dropout, padding = options.up_mode, options.norm, options.dropout, options.padding
-        self.in_channels, self.num_classes, self.depth = in_channels, options.num_classes, depth
-        self.base_channels, self.up_mode, self.norm = base_channels, up_mode, norm
-        self.dropout, self.padding = dropout, padding
 
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.pad = PadToMultiple(2**depth) if padding == "same" else nn.Identity()
@@ -108,10 +87,6 @@ class UNet(nn.Module):
         height, width = x.shape[-2:]
         if self.padding == "valid":
             self.output_size((int(height), int(width)))  # raises a one-line error if impossible
-        if not self.training and self.fused_inference:
-            dtype = _fused_dtype(x, self.head.weight)
-            if dtype is not None and fused.supported(self) and not self._observed():
-                return self._inference_engine(dtype)(x)
         x = self.pad(x)
         skips = []
         for level in self.encoder:
@@ -124,44 +99,6 @@ class UNet(nn.Module):
         if self.padding == "same":
             x = self.crop(x, height, width)
         return x
-
-    # --- inference engine ------------------------------------------------------------------
-
-    def fuse_for_inference(self, dtype: torch.dtype = torch.bfloat16) -> fused.FusedUNet:
-        """An inference-only twin of this model (batch norms folded into the convolutions,
-        ReLUs fused, weights pre-packed for oneDNN) computing in `dtype`; the same logits as
-        eval mode within `dtype`'s rounding. It does not follow later changes to the weights."""
-        return fused.FusedUNet(self, dtype)
-
-    def _inference_engine(self, dtype: torch.dtype) -> fused.FusedUNet:
-        """The cached engine for the current weights (rebuilt when any of them changed)."""
-        version = (dtype, tuple((t._version, t.data_ptr()) for t in self._state_tensors()))
-        cached = _ENGINES.get(self)
-        if cached is None or cached.model_version != version:
-            cached = self.fuse_for_inference(dtype)
-            cached.model_version = version
-            _ENGINES[self] = cached
-        return cached
-
-    def _observed(self) -> bool:
-        """Forward hooks on any layer ask to see the plain network run (explain, tests)."""
-        from torch.nn.modules import module as torch_module
-
-        if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
-            return True
-        return any(m._forward_hooks or m._forward_pre_hooks for m in self.modules() if m is not self)
-
-    def _state_tensors(self) -> list[torch.Tensor]:
-        return [*self.parameters(), *self.buffers()]
-
-    def train(self, mode: bool = True) -> UNet:
-        if mode != self.training:  # a real switch: training will change the weights, drop the engine
-            _ENGINES.pop(self, None)  # (model.eval() before every batch, a common habit, keeps it)
-        return super().train(mode)
-
-    def _apply(self, fn: Any, recurse: bool = True) -> UNet:
-        _ENGINES.pop(self, None)  # .to(), .float(), .cuda() ...: rebuild from the new tensors
-        return super()._apply(fn, recurse)
 
     # --- sizes ---------------------------------------------------------------------------
 
@@ -193,26 +130,6 @@ class UNet(nn.Module):
         below = next((n for n in range(size - 1, 0, -1) if _valid_output(n, self.depth)), None)
         above = next(n for n in range(size, size + 2 ** (self.depth + 3)) if _valid_output(n, self.depth))
         return below, above
-
-
-_ENGINES: weakref.WeakKeyDictionary[UNet, fused.FusedUNet] = weakref.WeakKeyDictionary()
-
-
-def _fused_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
-    """The engine's precision when this call may use it, else None: a CPU tensor, no autograd,
-    not inside a tracer or compiler (which must see the plain network), and either bf16
-    autocast (-> bf16) or float32 input and weights without autocast (-> float32). float64
-    and every other case run the plain network."""
-    if x.device.type != "cpu" or weight.device.type != "cpu" or torch.is_grad_enabled():
-        return None
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return None
-    if torch.is_autocast_enabled("cpu"):
-        bf16 = torch.get_autocast_dtype("cpu") == torch.bfloat16 and x.is_floating_point()
-        return torch.bfloat16 if bf16 else None
-    if x.dtype == torch.float32 and weight.dtype == torch.float32:
-        return torch.float32
-    return None
 
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:

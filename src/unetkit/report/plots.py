@@ -1,4 +1,8 @@
-"""progress.png: the training curves a person checks first (loss, validation metric, lr)."""
+"""The report's plots, drawn from a run's files: training curves (progress.png) and the confusion matrix.
+
+Each plot is made as PNG bytes (the report embeds them) and can be written as a file
+(atomically, so a viewer never sees half a PNG).
+"""
 
 from __future__ import annotations
 
@@ -6,32 +10,36 @@ import io
 from pathlib import Path
 from typing import Any
 
+from unetkit.atomic import atomic_write_bytes
+
+LOG_SCALE_RATIO = 10.0  # a loss whose largest value is this many times its typical one reads better on a log axis
+
 
 def draw_progress(run_dir: str | Path) -> Path:
     """RUN_DIR/progress.png from the run's metrics.csv and timing.csv (the trainer calls this
-    after every epoch through its `on_epoch` hook; `unetkit report` draws it again)."""
-    from unetkit.train.run_folder import read_history
+    after every epoch through its `on_epoch` hook; the report draws it again)."""
+    from unetkit.train.run_folder import read_history, read_run_info
 
-    path = Path(run_dir) / "progress.png"
-    plot_progress(read_history(Path(run_dir)), path)
+    run_dir = Path(run_dir)
+    path = run_dir / "progress.png"
+    atomic_write_bytes(path, progress_png(read_history(run_dir), read_run_info(run_dir).get("best_epoch")))
     return path
 
 
-def plot_progress(history: list[dict[str, Any]], path: str | Path) -> None:
-    """Draw loss (train and val), validation Dice/IoU and the learning rate per epoch;
-    written atomically so a viewer never sees half a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    from unetkit.train.checkpoint import atomic_write_bytes
-
+def progress_png(history: list[dict[str, Any]], best_epoch: int | None = None) -> bytes:
+    """Loss (train and validation), validation Dice/IoU and the learning rate per epoch, with
+    the best epoch marked; the loss axis turns logarithmic when the first epochs dwarf the rest."""
+    plt = _pyplot()
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_metric, ax_lr) = plt.subplots(1, 3, figsize=(13, 3.6))
     _line(ax_loss, history, epochs, "train_loss", "train")
     _line(ax_loss, history, epochs, "val_loss", "validation")
-    ax_loss.set_title("loss")
+    losses = [row[k] for row in history for k in ("train_loss", "val_loss") if row.get(k)]
+    if losses and min(losses) > 0 and max(losses) / sorted(losses)[len(losses) // 2] >= LOG_SCALE_RATIO:
+        ax_loss.set_yscale("log")
+        ax_loss.set_title("loss (log scale)")
+    else:
+        ax_loss.set_title("loss")
     _line(ax_metric, history, epochs, "val_dice", "Dice")
     _line(ax_metric, history, epochs, "val_iou", "IoU")
     ax_metric.set_title("validation")
@@ -41,32 +49,19 @@ def plot_progress(history: list[dict[str, Any]], path: str | Path) -> None:
     for ax in (ax_loss, ax_metric, ax_lr):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="tab:green", linestyle="--", linewidth=1,
+                       label=f"best (epoch {best_epoch})" if ax is ax_metric else None)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    return _png(fig)
 
 
-def _line(ax: Any, history: list[dict[str, Any]], epochs: list[int], key: str, label: str) -> None:
-    points = [(e, row[key]) for e, row in zip(epochs, history) if row.get(key) is not None]
-    if points:
-        xs, ys = zip(*points)
-        ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=label)
-
-
-def plot_confusion(matrix: Any, names: list[str], path: str | Path) -> None:
+def confusion_png(matrix: Any, names: list[str]) -> bytes:
     """Row-normalised confusion matrix (true class per row), with the raw counts printed."""
-    import matplotlib
     import numpy as np
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    from unetkit.train.checkpoint import atomic_write_bytes
-
+    plt = _pyplot()
     counts = np.asarray(matrix, dtype=np.float64)
     rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     size = 1.6 + 0.7 * len(names)
@@ -82,8 +77,32 @@ def plot_confusion(matrix: Any, names: list[str], path: str | Path) -> None:
                     color="white" if rates[i, j] > 0.5 else "black")
     fig.colorbar(image, ax=ax, fraction=0.046)
     ax.set_title("confusion (rows sum to 1)")
+    return _png(fig)
+
+
+def plot_confusion(matrix: Any, names: list[str], path: str | Path) -> None:
+    atomic_write_bytes(path, confusion_png(matrix, names))
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def _line(ax: Any, history: list[dict[str, Any]], epochs: list[int], key: str, label: str) -> None:
+    points = [(e, row[key]) for e, row in zip(epochs, history) if row.get(key) is not None]
+    if points:
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=label)

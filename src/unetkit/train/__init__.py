@@ -8,12 +8,11 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from unetkit.train.checkpoint import load, save_model
     from unetkit.train.config import TrainConfig
-    from unetkit.train.trainer import Run, train
+    from unetkit.train.trainer import Run, Trainer, train
 
-_LAZY = {"load": "unetkit.train.checkpoint", "save_model": "unetkit.train.checkpoint",
-         "TrainConfig": "unetkit.train.config", "Run": "unetkit.train.trainer", "train": "unetkit.train.trainer"}
+_LAZY = {"TrainConfig": "unetkit.train.config", "Run": "unetkit.train.trainer", "Trainer": "unetkit.train.trainer",
+         "train": "unetkit.train.trainer"}
 
 
 def __getattr__(name: str):
@@ -22,4 +21,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'unetkit.train' has no attribute {name!r}")
 
 
-__all__ = ["Run", "TrainConfig", "load", "save_model", "train"]
+__all__ = ["Run", "TrainConfig", "Trainer", "train"]

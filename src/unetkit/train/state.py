@@ -10,6 +10,7 @@ one sentence that says the weights in best/ and last/ are untouched.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,15 @@ def capture(epoch: int, best: float | None, best_epoch: int | None, stale: int, 
         "rng_numpy": _numpy_state_to_tensor(np.random.get_state()),
         "rng_python": _python_state_to_list(random.getstate()),
     }
+
+
+def writer(resume: dict[str, Any]) -> Callable[[Path], None]:
+    """A function that writes `resume` into a model folder being built (for `save_model`)."""
+
+    def write(folder: Path) -> None:
+        torch.save(resume, folder / RESUME_FILE)
+
+    return write
 
 
 def read(folder: Path) -> dict[str, Any]:

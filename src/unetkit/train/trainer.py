@@ -26,14 +26,17 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
+from unetkit import progress
 from unetkit.errors import UnetkitError
-from unetkit.nn import UNet, decode
+from unetkit.infer.evaluate import Tally, rand_objects_for, score, summarize
+from unetkit.infer.predictor import Predictor
+from unetkit.model.device import autocast, pick_device, pick_precision
+from unetkit.model.record import InputRange, SavedModel
+from unetkit.model.store import load, save_model
+from unetkit.nn import UNet, fused
 from unetkit.train import run_folder, state
-from unetkit.train.checkpoint import load, save_model
 from unetkit.train.config import DEFAULT_LOSS, TrainConfig
-from unetkit.train.device import autocast, default_workers, eval_mode, pick_device, pick_precision
 from unetkit.train.losses import SegmentationLoss, unet_weight_map
-from unetkit.train.metrics import ConfusionCounter, scores
 
 OnEpoch = Callable[[Path], None]  # called with the run folder after each epoch's files are written
 
@@ -135,13 +138,30 @@ class Trainer:
     # --- set-up ------------------------------------------------------------------------
 
     def _claim(self) -> None:
-        claimed = run_folder.claim(self.config, self.is_main)
+        """Rank 0 claims the run folder and tells the other processes what it decided (they
+        must not look for themselves: by then rank 0 may already have written there)."""
+        claimed: run_folder.Claim | str | None = None
+        if self.is_main:
+            try:
+                claimed = run_folder.claim(self.config, True)
+            except UnetkitError as error:
+                claimed = str(error)
+                if self.world == 1:
+                    raise
+        if self.world > 1:
+            payload = [claimed]
+            dist.broadcast_object_list(payload, src=0)
+            claimed = payload[0]
+        if isinstance(claimed, str):
+            raise UnetkitError(claimed)
+        assert claimed is not None
         self.config, self.resume_from = claimed.config, claimed.resume_from
         for note in claimed.notes:
             self._say(note)
 
     def _build(self) -> None:
         from unetkit.data import SegmentationDataset, inspect_dataset
+        from unetkit.data.io import set_max_pixels
         from unetkit.data.transforms import build_augmentation
 
         c = self.config
@@ -152,8 +172,10 @@ class Trainer:
         self.precision = pick_precision(c.precision, self.device, training=True)
         _seed_everything(c.seed)
 
+        set_max_pixels(c.max_pixels)
         self.spec, self.splits = inspect_dataset(
-            c.data, val_fraction=c.val_fraction, seed=c.seed, task=c.task, include_alpha=c.include_alpha
+            c.data, val_fraction=c.val_fraction, seed=c.seed, task=c.task, include_alpha=c.include_alpha,
+            ignore_nodata=c.ignore_nodata,
         )
         if not self.splits.get("train"):
             raise UnetkitError(f"{c.data}: the training split is empty; add images or check splits/train.txt.")
@@ -168,13 +190,16 @@ class Trainer:
         patch = (c.patch_size, c.patch_size)
         augmentation = build_augmentation(patch, level=c.augment, ignore_index=spec.ignore_index, flips=c.flips)
         train_set = SegmentationDataset(
-            c.data, self.splits["train"], spec, transform=augmentation, patch_size=patch, cache=c.cache, seed=c.seed
+            c.data, self.splits["train"], spec, transform=augmentation, patch_size=patch, cache=c.cache, seed=c.seed,
+            ignore_nodata=c.ignore_nodata,
         )
         if c.border_weights:
             train_set = _WithBorderWeights(train_set, c.border_w0, c.border_sigma, spec.ignore_index)
         self.train_set = train_set
+        self.input_range = InputRange(dtype=train_set_images_dtype(c.data, self.splits["train"][0], spec))
         val_stems = self.splits.get("val") or []
-        self.val_set = SegmentationDataset(c.data, val_stems[self.rank :: self.world], spec, cache=c.cache)
+        self.val_set = SegmentationDataset(c.data, val_stems[self.rank :: self.world], spec, cache=c.cache,
+                                           ignore_nodata=c.ignore_nodata)
 
         if c.batch_size % self.world:
             raise UnetkitError(f"--batch_size {c.batch_size} must be a multiple of the {self.world} processes.")
@@ -190,7 +215,6 @@ class Trainer:
             drop_last=True,
             persistent_workers=workers > 0,
         )
-        self.val_loader = DataLoader(self.val_set, batch_size=1, num_workers=min(workers, 1))
         self.workers = workers
 
         self.model = self.build_network(spec.in_channels, spec.num_outputs)
@@ -221,27 +245,24 @@ class Trainer:
         total = c.epochs * self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(c.schedule, c.warmup_steps, total))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.network: torch.nn.Module = self.model
+        # the same network, with the transposed convs written straight into the concatenations on the CPU
+        self.network: torch.nn.Module = fused.training_network(self.model) if self.saves_models else self.model
         if self.world > 1:
             self.network = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         if c.compile:
             self.network = torch.compile(self.network)
 
-    def _meta(self, epoch: int, metrics: dict[str, Any] | None) -> dict[str, Any]:
-        return {
-            "task": self.spec.task,
-            "threshold": self.config.threshold,
-            "data": self.spec.to_dict(),
-            "train": {
-                "patch_size": self.config.patch_size,
-                "seed": self.config.seed,
-                "val_fraction": self.config.val_fraction,
-                "epoch": epoch,
-            },
-            "metrics": metrics,
-        }
+    def record(self, epoch: int | None = None, metrics: dict[str, Any] | None = None) -> SavedModel:
+        """The saved model's record: what prediction needs to read new images as training did."""
+        c = self.config
+        options = getattr(self.model, "options", None) or UNet(
+            in_channels=self.spec.in_channels, num_classes=self.spec.num_outputs, **c.model_options()).options
+        scores = {k: v for k, v in metrics.items() if k != "per_image"} if metrics else None
+        return SavedModel(options=options, task=self.spec.task, threshold=c.threshold, data=self.spec,
+                          input=self.input_range, patch_size=c.patch_size, seed=c.seed, val_fraction=c.val_fraction,
+                          epoch=epoch, scores=scores, source=str(self.out / "best") if self.out else "the model")
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -307,12 +328,12 @@ class Trainer:
             if self.is_main:
                 run_folder.write_history(self.out, history)
                 if self.saves_models:
-                    meta = self._meta(epoch + 1, metrics)
+                    record = self.record(epoch + 1, metrics)
                     if improved:
-                        save_model(self.out / "best", self.model, meta)
+                        save_model(self.out / "best", self.model, record)
                     resume = state.capture(epoch + 1, best, best_epoch, stale, self.optimizer, self.scheduler,
                                            self.scaler)
-                    save_model(self.out / "last", self.model, meta, resume_state=resume)
+                    save_model(self.out / "last", self.model, record, extra=state.writer(resume))
                 info.update(epochs_done=done, best_epoch=best_epoch, best_metric=best, stopped=stopped,
                             training_seconds=round(info["training_seconds"] + seconds, 3),
                             finished=_now() if done == c.epochs or stopped != "completed" else None)
@@ -363,7 +384,8 @@ class Trainer:
         self.train_set.set_epoch(epoch)
         t0 = time.monotonic()
         total_loss, images, out_of_time = 0.0, 0, False
-        bar = _progress(len(self.train_loader), f"epoch {epoch + 1}/{c.epochs}", c.progress and self.is_main)
+        bar = progress.bar(len(self.train_loader), f"epoch {epoch + 1}/{c.epochs}", "step",
+                           enabled=c.progress and self.is_main and sys.stderr.isatty())
         for batch in self.train_loader:
             x = batch["image"].to(self.device, non_blocking=True)
             if c.channels_last:
@@ -410,28 +432,26 @@ class Trainer:
         return float(sums[0] / sums[1].clamp_min(1)), int(sums[1]), time.monotonic() - t0, out_of_time
 
     def validate(self) -> dict[str, Any]:
-        """Loss and confusion counts over the whole validation split, then scores."""
-        spec = self.spec
-        counter = ConfusionCounter(spec.task, _score_classes(spec), spec.ignore_index)
-        loss_sum, count = 0.0, 0
-        with eval_mode(self.network):
-            for batch in self.val_loader:
-                x = batch["image"].to(self.device)
-                if self.config.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                y = batch["mask"].to(self.device)
-                with autocast(self.device, self.precision):
-                    logits = self.model(x)
-                logits = logits.float()
-                loss_sum += self.loss(logits, y).item()
-                count += 1
-                counter.update(decode(logits, spec.task, self.config.threshold).cpu(), y.cpu())
-        sums = torch.tensor([loss_sum, float(count)], dtype=torch.float64)
+        """Loss and scores over the whole validation split, of exactly what `unetkit predict`
+        would write with the current weights (same tiles, blending and decoding)."""
+        predictor = Predictor(self.model, meta=self.record(), device=str(self.device))
+        objects = rand_objects_for("auto", predictor.record.class_names)
+        tally = score(predictor, self._val_pairs(), loss=self.loss, rand_objects=objects)
         if self.world > 1:
+            reduced = torch.from_numpy(tally.matrix.astype(np.float64)).to(self.device)
+            sums = torch.tensor([tally.loss_sum, float(tally.images)], dtype=torch.float64, device=self.device)
+            dist.all_reduce(reduced)
             dist.all_reduce(sums)
-        result = scores(counter.matrix(), _class_names(spec), spec.task)
-        result["loss"] = float(sums[0] / sums[1]) if sums[1] else None
+            tally = Tally(reduced.cpu().numpy().round().astype(np.int64), tally.rows, float(sums[0]), int(sums[1]))
+        self.model.train()
+        result = summarize(tally, predictor.record, split="val", threshold=predictor.threshold, rand_objects=objects)
+        result["loss"] = tally.loss_sum / tally.images if tally.images else None
         return result
+
+    def _val_pairs(self) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]:
+        for index in range(len(self.val_set)):
+            image, target, nodata = self.val_set.load_with_nodata(index)
+            yield self.val_set.stems[index], image, target, nodata
 
     # --- state ------------------------------------------------------------------------------
 
@@ -458,6 +478,12 @@ class Trainer:
     def _say(self, text: str) -> None:
         if self.is_main:
             print(text, flush=True)
+
+
+def default_workers() -> int:
+    """DataLoader workers: none on a 2-core machine (the model needs both cores), else a few."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cores <= 2 else min(4, cores // 2)
 
 
 def _distributed_setup() -> tuple[int, int, bool]:
@@ -496,12 +522,15 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _score_classes(spec: Any) -> int:
-    return spec.num_outputs if spec.task == "multilabel" else len(spec.classes)
+def train_set_images_dtype(root: str, stem: str, spec: Any) -> str | None:
+    """The dtype of the training images (the data check requires one dtype for all)."""
+    from unetkit.data.io import read_image
+    from unetkit.data.layout import scan
 
-
-def _class_names(spec: Any) -> list[str]:
-    return [c["name"] for c in spec.classes]
+    try:
+        return read_image(scan(root).images[stem], include_alpha=spec.include_alpha).dtype.name
+    except (UnetkitError, KeyError):
+        return None
 
 
 def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
@@ -514,14 +543,6 @@ def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
         parts.append(f"iou {row['val_iou']:.4f}")
     parts += [f"lr {row['lr']:.2e}", f"{row['seconds']:.1f} s", f"{row['images_per_s']:.1f} img/s"]
     return "  ".join(parts) + ("  * best" if improved else "")
-
-
-def _progress(total: int, description: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=description, leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
 def _now() -> str:
