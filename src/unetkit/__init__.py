@@ -9,11 +9,14 @@ on first use, so `import unetkit` (and `unetkit --help`) costs no torch until on
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING
 
 from unetkit.errors import UnetkitError
 
 if TYPE_CHECKING:
+    from unetkit.api import train
     from unetkit.infer import Predictor, predict
     from unetkit.infer.evaluate import evaluate
     from unetkit.model.store import load
@@ -22,11 +25,6 @@ if TYPE_CHECKING:
 
 __version__ = "0.2.0"
 
-# `unetkit.train` is the public function, and also the name of the training stage's package:
-# importing that package (cheap, its names are lazy) binds it here once, and the function is
-# bound over it, so later imports of unetkit.train.* leave `unetkit.train` the function.
-import unetkit.train  # noqa: E402, F401
-from unetkit.api import train  # noqa: E402, F811
 
 _LAZY = {
     "Predictor": "unetkit.infer",
@@ -40,6 +38,26 @@ _LAZY = {
     "evaluate": "unetkit.infer.evaluate",
     "load": "unetkit.model.store",
 }
+
+
+class _Package(types.ModuleType):
+    """`unetkit.train` is the public function, and also the name of the training stage's package.
+    Importing that package makes Python bind it as this module's attribute `train`; the setter
+    keeps it aside, so `unetkit.train(...)` stays the function and importing unetkit loads no
+    training code."""
+
+    @property
+    def train(self):  # noqa: ANN201
+        from unetkit.api import train
+
+        return train
+
+    @train.setter
+    def train(self, package: types.ModuleType) -> None:
+        self.__dict__["_train_package"] = package
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from unetkit.data.io import read_geo_profile, read_image, read_mask, read_mask_raw, write_image, write_mask
-from unetkit.data.spec import DataSpec
+from unetkit.data.io import read_geo_profile, read_image, read_mask_raw, write_image, write_mask
+from unetkit.data.spec import DataSpec, read_mask
 
 if TYPE_CHECKING:
     from unetkit.data.check import CheckReport, check_dataset

@@ -20,9 +20,9 @@ import torch
 from torch.utils.data import Dataset
 
 from unetkit.data.check import check_dataset
-from unetkit.data.io import max_pixels, read_image_nodata, read_mask, to_chw
+from unetkit.data.io import max_pixels, read_image_nodata, to_chw
 from unetkit.data.layout import scan
-from unetkit.data.spec import DataSpec
+from unetkit.data.spec import DataSpec, read_mask
 from unetkit.errors import UnetkitError
 
 Transform = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]

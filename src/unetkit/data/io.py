@@ -18,7 +18,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import EllipsisType
-from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
@@ -26,9 +25,6 @@ from PIL import Image, UnidentifiedImageError
 
 from unetkit.atomic import atomic_path
 from unetkit.errors import UnetkitError
-
-if TYPE_CHECKING:
-    from unetkit.data.spec import DataSpec
 
 PNG = frozenset({".png"})
 JPEG = frozenset({".jpg", ".jpeg"})
@@ -324,15 +320,6 @@ def read_mask_raw(
     return array, ("ids" if array.ndim == 2 else "rgb")
 
 
-def read_mask(path: str | Path, spec: DataSpec, *, pixel_limit: PixelLimit = ...) -> np.ndarray:
-    """A mask as training targets under `spec`: (H, W) class indices or (L, H, W) 0/1 labels."""
-    from unetkit.data.spec import decode_mask
-
-    path = Path(path)
-    raw, kind = read_mask_raw(path, labels=spec.class_names if path.is_dir() else None, pixel_limit=pixel_limit)
-    return decode_mask(spec, raw[:, :, :3] if kind == "rgb" else raw, kind, path)
-
-
 def label_files(folder: Path) -> dict[str, Path]:
     """The per-label files of a multi-label mask folder, by label name (file stem)."""
     return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
@@ -622,7 +609,6 @@ __all__ = [
     "read_geo_profile",
     "read_image",
     "read_image_nodata",
-    "read_mask",
     "read_mask_raw",
     "set_max_pixels",
     "to_chw",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unetkit.data.io import pack_rgb
+from unetkit.data.io import PixelLimit, pack_rgb, read_mask_raw
 from unetkit.errors import UnetkitError
 
 TASKS = ("binary", "multiclass", "multilabel")
@@ -216,6 +216,14 @@ def decode_mask(spec: DataSpec, raw: np.ndarray, kind: str, path: str | Path) ->
             "fix the mask or add them to classes.json"
         )
     return mapped[inverse.reshape(values.shape)].astype(np.int64)
+
+
+def read_mask(path: str | Path, spec: DataSpec, *, pixel_limit: PixelLimit = ...) -> np.ndarray:
+    """A mask file (or per-label folder) as training targets under `spec`: (H, W) class
+    indices or (L, H, W) 0/1 labels; io reads the file as stored, the spec says what it means."""
+    path = Path(path)
+    raw, kind = read_mask_raw(path, labels=spec.class_names if path.is_dir() else None, pixel_limit=pixel_limit)
+    return decode_mask(spec, raw[:, :, :3] if kind == "rgb" else raw, kind, path)
 
 
 def _grey(rgb: np.ndarray) -> bool:

@@ -10,6 +10,7 @@ graph in float32.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,6 +18,7 @@ import torch
 
 from unetkit.errors import UnetkitError
 from unetkit.model.device import autocast, pick_device, pick_precision
+from unetkit.model.record import SavedModel
 from unetkit.nn import fused
 
 
@@ -56,6 +58,7 @@ class TorchEngine:
 
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+META_KEY = "unetkit"  # the ONNX metadata_props key that `unetkit export` writes
 
 
 class OnnxEngine:
@@ -64,8 +67,9 @@ class OnnxEngine:
     name = "onnx"
     precision = "fp32"
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, path: str | Path = "the ONNX model") -> None:
         self.session = session
+        self.path = path
         self.input_name = session.get_inputs()[0].name
 
     @classmethod
@@ -87,7 +91,20 @@ class OnnxEngine:
         except Exception as error:  # onnxruntime raises its own untyped errors for bad files
             first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
             raise UnetkitError(f"{path}: not a loadable ONNX model ({first}); export it again.") from None
-        return cls(session)
+        return cls(session, path)
+
+    def record(self) -> SavedModel:
+        """The model record `unetkit export` stored in the file's metadata."""
+        text = self.session.get_modelmeta().custom_metadata_map.get(META_KEY)
+        if text is None:
+            raise UnetkitError(
+                f"{self.path}: this ONNX file has no unetkit metadata; export it with `unetkit export --format onnx`."
+            )
+        try:
+            values = json.loads(text)
+        except ValueError:
+            raise UnetkitError(f"{self.path}: its unetkit metadata is not JSON; export the model again.") from None
+        return SavedModel.from_json(values, str(self.path))
 
     @property
     def device(self) -> torch.device:

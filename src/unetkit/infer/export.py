@@ -35,14 +35,14 @@ from torch import nn
 
 from unetkit.atomic import atomic_write_bytes
 from unetkit.errors import UnetkitError
-from unetkit.model.record import SavedModel
+from unetkit.infer.engines import META_KEY
+from unetkit.model.record import SavedModel, record_for
 from unetkit.model.store import load
 from unetkit.nn import UNet
 from unetkit.nn.blocks import crop_center, pad_to_multiple
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4
-META_KEY = "unetkit"
 TORCHSCRIPT_META = "unetkit.json"
 
 
@@ -128,23 +128,6 @@ class _AlwaysCrop(nn.Module):
         return crop_center(x, height, width, always=True)
 
 
-# --- reading the metadata back ----------------------------------------------------------------
-
-
-def onnx_record(session: Any, source: str | Path) -> SavedModel:
-    """The model record stored by `export` in an onnxruntime session's model metadata."""
-    text = session.get_modelmeta().custom_metadata_map.get(META_KEY)
-    if text is None:
-        raise UnetkitError(
-            f"{source}: this ONNX file has no unetkit metadata; export it with `unetkit export --format onnx`."
-        )
-    try:
-        values = json.loads(text)
-    except ValueError:
-        raise UnetkitError(f"{source}: its unetkit metadata is not JSON; export the model again.") from None
-    return SavedModel.from_json(values, str(source))
-
-
 # --- the two formats ----------------------------------------------------------------------
 
 
@@ -200,8 +183,6 @@ def _to_torchscript(graph: nn.Module, example: torch.Tensor, info: SavedModel) -
 
 def _model_and_info(model: UNet | str | Path, meta: Any) -> tuple[UNet, SavedModel]:
     if isinstance(model, UNet):
-        from unetkit.infer.predictor import record_for
-
         return model.eval(), record_for(model, meta)
     return load(model)
 
@@ -248,4 +229,4 @@ def _quiet():
         logger.setLevel(level)
 
 
-__all__ = ["FORMATS", "TOLERANCE", "ExportReport", "export", "exportable", "onnx_record"]
+__all__ = ["FORMATS", "TOLERANCE", "ExportReport", "export", "exportable"]

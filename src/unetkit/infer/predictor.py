@@ -35,7 +35,7 @@ from unetkit import progress
 from unetkit.errors import UnetkitError, UnetkitWarning
 from unetkit.infer.engines import Engine, OnnxEngine, TorchEngine
 from unetkit.infer.tiling import Axis, Tile, TileGrid, read_tile
-from unetkit.model.record import SavedModel, round_up
+from unetkit.model.record import SavedModel, record_for, round_up
 from unetkit.nn import UNet, probabilities
 
 TTA_MODES = ("none", "flips", "full")
@@ -338,34 +338,16 @@ def _open(model: UNet | str | Path, meta: SavedModel | Mapping[str, Any] | None,
             else None
     path = Path(model)
     if engine == "onnx" or (engine == "auto" and path.suffix.lower() == ".onnx"):
-        from unetkit.infer.export import onnx_record
-
         if precision not in ("auto", "fp32"):
             raise UnetkitError(f"--precision {precision}: the ONNX engine runs in fp32; leave --precision auto.")
         onnx = OnnxEngine.from_file(path, device)
-        return onnx, onnx_record(onnx.session, path), None
+        return onnx, onnx.record(), None
     if path.suffix.lower() == ".onnx":
         raise UnetkitError(f"{path}: an .onnx file runs with --engine onnx (or auto), not torch.")
     from unetkit.model.store import load
 
     unet, record = load(path)
     return TorchEngine(unet, device, precision), record, unet
-
-
-def record_for(model: torch.nn.Module, meta: SavedModel | Mapping[str, Any] | None) -> SavedModel:
-    """The record of an in-memory network: `meta` (a SavedModel, or the dict of a config.json)
-    with the network's own options, or a bare record (no normalisation) without one."""
-    options = getattr(model, "options", None)
-    if isinstance(meta, SavedModel):
-        return meta
-    if meta:
-        values = dict(meta)
-        if options is not None:
-            values["model"] = options.to_dict()
-        return SavedModel.from_json(values, str(values.get("folder") or "the model"))
-    if options is None:
-        raise UnetkitError("a network other than unetkit's UNet needs its record: pass meta=SavedModel(...).")
-    return SavedModel.for_network(options)
 
 
 def _tile_geometry(info: SavedModel, unet: UNet | None, tile: int | None) -> tuple[int, int, int]:
@@ -463,4 +445,4 @@ def _smallest_uint(top: int) -> type:
     return np.int64
 
 
-__all__ = ["ENGINES", "TTA_MODES", "Predictor", "decode_probabilities", "predict", "record_for"]
+__all__ = ["ENGINES", "TTA_MODES", "Predictor", "decode_probabilities", "predict"]

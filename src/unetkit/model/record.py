@@ -255,6 +255,22 @@ class SavedModel:
             )
 
 
+def record_for(model: Any, meta: SavedModel | Mapping[str, Any] | None) -> SavedModel:
+    """The record of an in-memory network: `meta` (a SavedModel, or the dict of a config.json)
+    with the network's own options, or a bare record (no normalisation) without one."""
+    options = getattr(model, "options", None)
+    if isinstance(meta, SavedModel):
+        return meta
+    if meta:
+        values = dict(meta)
+        if options is not None:
+            values["model"] = options.to_dict()
+        return SavedModel.from_json(values, str(values.get("folder") or "the model"))
+    if options is None:
+        raise UnetkitError("a network other than unetkit's UNet needs its record: pass meta=SavedModel(...).")
+    return SavedModel.for_network(options)
+
+
 def round_up(value: int, multiple: int) -> int:
     return max(multiple, -(-int(value) // multiple) * multiple)
 
@@ -329,4 +345,4 @@ def _numbers(value: Any, name: str, source: str, count: int) -> tuple[float, ...
     return tuple(_number(v, name, source) for v in value)
 
 
-__all__ = ["DEFAULT_TILE", "FORMAT", "InputRange", "SavedModel", "round_up"]
+__all__ = ["DEFAULT_TILE", "FORMAT", "InputRange", "SavedModel", "record_for", "round_up"]
