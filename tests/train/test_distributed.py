@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 import subprocess
 import sys
 
@@ -19,9 +20,16 @@ import torch
 from unetkit import load
 
 
+def free_port() -> int:
+    """A loopback port nobody holds now (a fixed one can still be in TIME_WAIT from the last test)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def _run(data, out, processes: int, *extra: str) -> list[dict]:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                "--master_port", str(29500 + os.getpid() % 1000 + processes)] if processes > 1 else [sys.executable]
+                "--master_addr", "127.0.0.1", "--master_port", str(free_port())] if processes > 1 else [sys.executable]
     cmd = [*launcher, "-m", "unetkit", "train", "--data", str(data), "--out", str(out), "--depth", "2",
            "--base_channels", "4", "--patch_size", "32", "--batch_size", "4", "--epochs", "2",
            "--steps_per_epoch", "3", "--workers", "0", "--no-progress", "--precision", "fp32", *extra]
