@@ -214,7 +214,8 @@ def _add_explain(commands: argparse._SubParsersAction) -> None:
     upsample.leaf(_run_explain_upsample)
 
     conv = topics.add_parser("conv", help="an ordinary convolution: each output reads one window of the input")
-    conv.add_argument("--input", default="1 2 3 4; 5 6 7 8; 9 10 11 12; 13 14 15 16", help="input matrix")
+    conv.add_argument("--input", default="1 2 3 4; 5 6 7 8; 9 10 11 12; 13 14 15 16",
+                      help="input matrix, rows separated by ';' (default the 4x4 of 1..16)")
     conv.add_argument("--kernel", default="0 1 2; 2 2 0; 0 1 2", help="kernel matrix (default \"%(default)s\")")
     conv.add_argument("--stride", type=int, default=1, help="stride (default %(default)s)")
     conv.add_argument("--padding", default="0", help="valid, same or a number of pixels (default %(default)s)")
@@ -237,7 +238,8 @@ def _add_explain(commands: argparse._SubParsersAction) -> None:
         description="A seeded depth-2 U-Net (8x8x1 -> 4 -> 8 -> 16 channels -> 8x8x2) on a synthetic cell image.",
     )
     backward.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default 0)")
-    backward.add_argument("--up-mode", default="transpose", choices=["transpose", "nearest", "bilinear"])
+    backward.add_argument("--up-mode", default="transpose", choices=["transpose", "nearest", "bilinear"],
+                          help="decoder up-sampling of the small U-Net (default transpose)")
     backward.add_argument(
         "--norm", default=None, type=norm_choice, choices=["batch", None], help="none (default) or batch"
     )
@@ -594,7 +596,8 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", type=float, default=0.5, help="tile overlap, a fraction of the tile "
                         "(default %(default)s)")
     parser.add_argument("--tta", default="none", choices=["none", "flips", "full"],
-                        help="test-time augmentation: average flips, or flips and 90-degree rotations (default none)")
+                        help="test-time augmentation: none, flips (4), or full (flips and 90-degree turns, 8); "
+                        "default none")
     parser.add_argument("--threshold", type=float, help="binary/multilabel threshold (default: the model's)")
     parser.add_argument("--batch-size", type=int, help="tiles (or small images) per forward pass (default: about "
                         "512 x 512 pixels of tiles on the CPU, 4 on a GPU)")

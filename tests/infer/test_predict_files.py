@@ -154,6 +154,36 @@ def test_geotiff_inputs_give_georeferenced_masks(tmp_path, model_folder, smooth_
     assert np.array_equal(ids, np.array(Image.open(tmp_path / "out" / "scene.png")))
 
 
+def test_a_raster_with_nodata_gets_nodata_in_its_mask(tmp_path, model_folder, smooth_image):
+    """A float GeoTIFF with NaN and a uint16 one with a nodata value (as Sentinel-2 scenes cut to
+    an area): the mask holds the nodata value there, and the GeoTIFF mask says so."""
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import Affine
+
+    (tmp_path / "in").mkdir()
+    transform = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4100000.0)
+    image = smooth_image(40, 30)[:, :, 0].astype(np.float32)
+    image[:8] = np.nan
+    with rasterio.open(tmp_path / "in" / "nan.tif", "w", driver="GTiff", height=40, width=30, count=1,
+                       dtype="float32", crs="EPSG:32633", transform=transform) as sink:
+        sink.write(image[None])
+    coded = smooth_image(40, 30)[:, :, 0].astype(np.uint16) + 1  # 0 only where there is no data
+    coded[:, :5] = 0
+    with rasterio.open(tmp_path / "in" / "coded.tif", "w", driver="GTiff", height=40, width=30, count=1,
+                       dtype="uint16", crs="EPSG:32633", transform=transform, nodata=0) as sink:
+        sink.write(coded[None])
+    assert main(["predict", "--model", str(model_folder), "--input", str(tmp_path / "in"),
+                 "--out", str(tmp_path / "out"), "--rescale", "none"]) == 0
+    for name, where in (("nan", (slice(0, 8), slice(None))), ("coded", (slice(None), slice(0, 5)))):
+        with rasterio.open(tmp_path / "out" / f"{name}.tif") as mask:
+            assert mask.nodata == 255
+            ids = mask.read(1)
+        assert (ids[where] == 255).all()
+        rest = np.ones(ids.shape, bool)
+        rest[where] = False
+        assert set(np.unique(ids[rest])) <= {0, 3, 7}
+
+
 def test_predict_never_writes_over_existing_ground_truth(tmp_path, model_folder, smooth_image):
     """The issue's command: `predict --input gt/images --out gt/masks` beside 24 ground-truth masks."""
     gt = tmp_path / "gt"

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import unetkit
-from unetkit.errors import UnetkitError
+from unetkit.errors import UnetkitError, UnetkitWarning
 from unetkit.infer import Predictor, predict
 from unetkit.infer.engines import TorchEngine
 from unetkit.infer.predictor import default_batch
@@ -199,3 +199,34 @@ def test_default_tile_batch_holds_about_512_squared_pixels_on_the_cpu(model_fold
 def test_bad_settings_are_refused_in_one_sentence(option, message, model_folder):
     with pytest.raises(UnetkitError, match=message):
         Predictor(model_folder, **option)
+
+
+def test_a_16_bit_image_for_an_8_bit_model_is_scaled_with_a_warning(make_model, make_meta, smooth_image):
+    """The issue's case: an 8-bit-trained model given the same picture as 16 bits (x 257)."""
+    meta = {**make_meta(), "input": {"dtype": "uint8", "low": [0.0], "high": [255.0]}}
+    model = make_model()
+    image8 = smooth_image(40, 40)
+    image16 = image8.astype(np.uint16) * 257
+    expected = Predictor(model, meta=meta, precision="fp32").predict_probabilities(image8)
+    with pytest.warns(UnetkitWarning, match="uint16 but .* trained on uint8 images: its values are scaled"):
+        scaled = Predictor(model, meta=meta, precision="fp32").predict_probabilities(image16)
+    assert np.abs(scaled - expected).max() < 1e-4
+    raw = Predictor(model, meta=meta, precision="fp32", rescale="none").predict_probabilities(image16)
+    assert np.abs(raw - expected).max() > 0.1  # used as it is, the picture reads differently
+
+
+def test_values_far_outside_the_training_range_are_warned_about(make_model, make_meta, smooth_image):
+    meta = {**make_meta(), "input": {"dtype": "uint8", "low": [0.0], "high": [255.0]}}
+    unit = smooth_image(32, 32).astype(np.float32) / 255  # 0-1 floats for a 0-255 model
+    with pytest.warns(UserWarning, match="far outside the training images' range"):
+        Predictor(make_model(), meta=meta, precision="fp32").predict(unit)
+
+
+def test_pixels_without_data_come_out_as_the_nodata_value(make_model, make_meta, smooth_image):
+    image = smooth_image(40, 40).astype(np.float32)
+    image[5:9, 10:20] = np.nan
+    predictor = Predictor(make_model(), meta=make_meta(class_ids=[0, 3, 7]), precision="fp32")
+    mask = predictor.predict(image)
+    assert (mask[5:9, 10:20] == 255).all() and set(np.unique(mask[10:])) <= {0, 3, 7}
+    probs = predictor.predict_probabilities(image)
+    assert np.isnan(probs[:, 5:9, 10:20]).all() and np.isfinite(probs[:, 10:]).all()

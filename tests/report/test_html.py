@@ -49,6 +49,33 @@ def test_report_is_self_contained(run_dir):
         assert heading in page
 
 
+def test_report_says_what_a_run_review_needs(run_dir):
+    """What nnU-Net and TensorBoard users look for: the run's name, time, epochs of planned, why it
+    stopped, the best epoch, device and parameters, epoch times, a score per image."""
+    page = (run_dir / "report.html").read_text()
+    assert f"<title>unetkit report: {run_dir.name}</title>" in page
+    for words in ("wall time", "2 of 2 planned", "stopped</th><td>completed", "best epoch", "parameters",
+                  "cpu fp32", "Epochs", "seconds", "Scores per image, worst first", "img07"):
+        assert words in page, words
+    assert "<tr class=best>" in page
+
+
+def test_the_loss_axis_turns_logarithmic_when_the_first_epoch_dwarfs_the_rest():
+    from unetkit.report.plots import loss_scale
+
+    assert loss_scale([{"train_loss": 40.0}] + [{"train_loss": 1.0 + i / 10} for i in range(8)]) == "log"
+    assert loss_scale([{"train_loss": 2.0 - i / 10} for i in range(8)]) == "linear"
+
+
+def test_an_existing_report_is_not_written_over(run_dir):
+    from unetkit.errors import UnetkitError
+
+    before = (run_dir / "report.html").read_bytes()
+    with pytest.raises(UnetkitError, match="--overwrite"):
+        build_report(run_dir)
+    assert (run_dir / "report.html").read_bytes() == before
+
+
 def test_report_renders_in_headless_chromium_without_console_errors(run_dir):
     chromium, driver_path = _browser()
     from selenium import webdriver

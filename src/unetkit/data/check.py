@@ -68,6 +68,9 @@ class CheckReport:
     notes: list[str]
     problems: list[Problem]
     spec: DataSpec | None
+    input_dtype: str | None = None  # the training images' dtype (one for all, or it is an error)
+    band_low: list[float] | None = None  # per-band min and max of the training images' valid pixels
+    band_high: list[float] | None = None
 
     @property
     def errors(self) -> list[Problem]:
@@ -159,6 +162,7 @@ def check_dataset(
         task=spec.task if spec else None, classes=classes, ignore_index=spec.ignore_index if spec else None,
         splits=splits, split_source=split_source, notes=notes, problems=problems,
         spec=spec if spec and not any(p.corrupts for p in problems) else None,
+        input_dtype=_common_dtype(pairs, train), band_low=stats.low(), band_high=stats.high(),
     )
 
 
@@ -260,6 +264,8 @@ class _BandStats:
         self.images = 0
         self.mean: np.ndarray | None = None
         self.m2: np.ndarray | None = None
+        self.min: np.ndarray | None = None
+        self.max: np.ndarray | None = None
 
     def add(self, image: np.ndarray, valid: np.ndarray | None = None) -> None:
         """Merge an (H, W, C) image's pixels where `valid` (H, W) is True (all when None), a
@@ -273,7 +279,18 @@ class _BandStats:
             if len(pixels):
                 self._merge(pixels.astype(np.float64))
 
+    def low(self) -> list[float] | None:
+        return None if self.min is None else [float(v) for v in self.min]
+
+    def high(self) -> list[float] | None:
+        return None if self.max is None else [float(v) for v in self.max]
+
     def _merge(self, pixels: np.ndarray) -> None:
+        low, high = pixels.min(axis=0), pixels.max(axis=0)
+        if self.min is None or self.min.shape != low.shape:
+            self.min, self.max = (low, high) if self.min is None else (self.min, self.max)
+        else:
+            self.min, self.max = np.minimum(self.min, low), np.maximum(self.max, high)
         n, mean = pixels.shape[0], pixels.mean(axis=0)
         m2 = ((pixels - mean) ** 2).sum(axis=0)
         if self.mean is None:
@@ -632,6 +649,11 @@ def _label_shares(
 
 
 # --- summary -------------------------------------------------------------------------------
+
+
+def _common_dtype(pairs: list[_Pair], train: set[str]) -> str | None:
+    dtypes = Counter(p.dtype for p in pairs if p.dtype is not None and p.stem in train)
+    return dtypes.most_common(1)[0][0] if dtypes else None
 
 
 def _sizes(pairs: list[_Pair]) -> dict:

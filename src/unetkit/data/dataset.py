@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from unetkit.data.check import check_dataset
+from unetkit.data.check import CheckReport, check_dataset
 from unetkit.data.io import max_pixels, read_image_nodata, to_chw
 from unetkit.data.layout import scan
 from unetkit.data.spec import DataSpec, read_mask
@@ -42,8 +43,15 @@ def inspect_dataset(
     With `ignore_nodata` the spec has an ignore index for labelled pixels without data
     (pass the same flag to `SegmentationDataset`).
     """
-    report = check_dataset(root, val_fraction=val_fraction, seed=seed, task=task, include_alpha=include_alpha,
-                           ignore_nodata=ignore_nodata)
+    report = checked_dataset(root, val_fraction=val_fraction, seed=seed, task=task, include_alpha=include_alpha,
+                             ignore_nodata=ignore_nodata)
+    return report.spec, report.splits
+
+
+def checked_dataset(root: str | Path, **options: Any) -> CheckReport:
+    """`check_dataset`, refusing (one sentence) a data set that would corrupt training; the
+    report's `spec` is then set. Options as `check_dataset`'s."""
+    report = check_dataset(root, **options)
     errors = report.errors
     if errors:
         first = errors[0]
@@ -55,7 +63,7 @@ def inspect_dataset(
         )
     if report.spec is None:  # pragma: no cover - every path to None also reports an error
         raise UnetkitError(f"{root}: no usable image/mask pairs; run `unetkit data check {root}`")
-    return report.spec, report.splits
+    return report
 
 
 class SegmentationDataset(Dataset):

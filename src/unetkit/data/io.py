@@ -387,8 +387,10 @@ def read_geo_profile(path: str | Path) -> dict | None:
         raise UnreadableFile(path, f"{error}; check the file is a valid GeoTIFF") from None
 
 
-def write_geo_mask(path: str | Path, mask: np.ndarray, profile: dict) -> None:
-    """Write a (H, W) mask or (C, H, W) stack as a GeoTIFF with the source's georeferencing."""
+def write_geo_mask(path: str | Path, mask: np.ndarray, profile: dict, nodata: int | None = None) -> None:
+    """Write a (H, W) mask or (C, H, W) stack as a GeoTIFF with the source's georeferencing;
+    `nodata` is the mask value that marks pixels without data (the source's own nodata value
+    describes its pixels, not the mask's, and is dropped)."""
     try:
         import rasterio
     except ImportError:
@@ -400,6 +402,8 @@ def write_geo_mask(path: str | Path, mask: np.ndarray, profile: dict) -> None:
                "height": stack.shape[1], "width": stack.shape[2]}
     for key in ("photometric", "nodata", "blockxsize", "blockysize", "tiled", "interleave"):
         profile.pop(key, None)  # describe the source's pixels, not the mask's
+    if nodata is not None:
+        profile["nodata"] = nodata
     with atomic_path(Path(path)) as temp, rasterio.open(temp, "w", **profile) as sink:
         sink.write(stack)
 

@@ -42,9 +42,8 @@ def write_outputs(job: Job, image: np.ndarray, probs: np.ndarray, mask: np.ndarr
     palette = info.palette()
     if geo_profile is not None and wanted(job.output(".tif")):
         written.append(job.output(".tif"))
-        nodata = info.nodata_value()
         has_nodata = bool(np.isnan(probs[0]).any()) if probs.dtype.kind == "f" else False
-        write_geo_mask(written[-1], mask, {**geo_profile, "nodata": nodata} if has_nodata else geo_profile)
+        write_geo_mask(written[-1], mask, geo_profile, info.nodata_value() if has_nodata else None)
     if mask.ndim == 2 and palette is not None:
         if wanted(job.output(".png")):
             written.append(job.output(".png"))

@@ -260,9 +260,27 @@ class Predictor:
                        f"values are scaled by {np.iinfo(target).max}/{np.iinfo(image.dtype).max} to the training "
                        "range (--rescale none uses them as they are)")
             return image.astype(np.float32) * np.float32(factor)
-        self._warn(f"{name} is {image.dtype.name} but {self.record.source} was trained on {trained} images: check "
-                   "that its values lie in the training range, or convert it")
+        self._check_range(image, name)
         return image
+
+    def _check_range(self, image: np.ndarray, name: str) -> None:
+        """Warn when an image's values lie far from every training image's (e.g. [0, 1] floats
+        given to a model trained on 0-255): the model would see something it never saw."""
+        low, high = self.record.input.low, self.record.input.high
+        if low is None or high is None:
+            return
+        step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / 1e5)))
+        sample = image[::step, ::step].reshape(-1, image.shape[2]).astype(np.float64)
+        sample = sample[np.isfinite(sample).all(axis=1)]
+        if not len(sample):
+            return
+        top, bottom = np.percentile(sample, 99, axis=0), np.percentile(sample, 1, axis=0)
+        for band, (lo, hi, t, b) in enumerate(zip(low, high, top, bottom)):
+            span = hi - lo
+            if span > 0 and (t < lo + 0.01 * span or b > hi + span):
+                self._warn(f"{name}: band {band + 1} holds values near {t:.4g}, far outside the training images' "
+                           f"range [{lo:.4g}, {hi:.4g}]: check its scaling (e.g. 0-1 floats for a 0-255 model)")
+                return
 
     def _warn(self, message: str) -> None:
         key = message.split(":", 1)[-1]

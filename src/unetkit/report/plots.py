@@ -34,8 +34,7 @@ def progress_png(history: list[dict[str, Any]], best_epoch: int | None = None) -
     fig, (ax_loss, ax_metric, ax_lr) = plt.subplots(1, 3, figsize=(13, 3.6))
     _line(ax_loss, history, epochs, "train_loss", "train")
     _line(ax_loss, history, epochs, "val_loss", "validation")
-    losses = [row[k] for row in history for k in ("train_loss", "val_loss") if row.get(k)]
-    if losses and min(losses) > 0 and max(losses) / sorted(losses)[len(losses) // 2] >= LOG_SCALE_RATIO:
+    if loss_scale(history) == "log":
         ax_loss.set_yscale("log")
         ax_loss.set_title("loss (log scale)")
     else:
@@ -55,6 +54,15 @@ def progress_png(history: list[dict[str, Any]], best_epoch: int | None = None) -
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     return _png(fig)
+
+
+def loss_scale(history: list[dict[str, Any]]) -> str:
+    """"log" when the largest loss is LOG_SCALE_RATIO times the median (a first epoch far above
+    the rest would flatten every later one on a linear axis), else "linear"."""
+    losses = sorted(row[k] for row in history for k in ("train_loss", "val_loss") if row.get(k))
+    if losses and losses[0] > 0 and losses[-1] / losses[len(losses) // 2] >= LOG_SCALE_RATIO:
+        return "log"
+    return "linear"
 
 
 def confusion_png(matrix: Any, names: list[str]) -> bytes:

@@ -160,7 +160,7 @@ class Trainer:
             self._say(note)
 
     def _build(self) -> None:
-        from unetkit.data import SegmentationDataset, inspect_dataset
+        from unetkit.data.dataset import SegmentationDataset, checked_dataset
         from unetkit.data.io import set_max_pixels
         from unetkit.data.transforms import build_augmentation
 
@@ -173,10 +173,10 @@ class Trainer:
         _seed_everything(c.seed)
 
         set_max_pixels(c.max_pixels)
-        self.spec, self.splits = inspect_dataset(
-            c.data, val_fraction=c.val_fraction, seed=c.seed, task=c.task, include_alpha=c.include_alpha,
-            ignore_nodata=c.ignore_nodata,
-        )
+        report = checked_dataset(c.data, val_fraction=c.val_fraction, seed=c.seed, task=c.task,
+                                 include_alpha=c.include_alpha, ignore_nodata=c.ignore_nodata)
+        self.spec, self.splits = report.spec, report.splits
+        self.input_range = InputRange(report.input_dtype, _maybe_tuple(report.band_low), _maybe_tuple(report.band_high))
         if not self.splits.get("train"):
             raise UnetkitError(f"{c.data}: the training split is empty; add images or check splits/train.txt.")
         spec = self.spec
@@ -196,7 +196,6 @@ class Trainer:
         if c.border_weights:
             train_set = _WithBorderWeights(train_set, c.border_w0, c.border_sigma, spec.ignore_index)
         self.train_set = train_set
-        self.input_range = InputRange(dtype=train_set_images_dtype(c.data, self.splits["train"][0], spec))
         val_stems = self.splits.get("val") or []
         self.val_set = SegmentationDataset(c.data, val_stems[self.rank :: self.world], spec, cache=c.cache,
                                            ignore_nodata=c.ignore_nodata)
@@ -522,15 +521,8 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train_set_images_dtype(root: str, stem: str, spec: Any) -> str | None:
-    """The dtype of the training images (the data check requires one dtype for all)."""
-    from unetkit.data.io import read_image
-    from unetkit.data.layout import scan
-
-    try:
-        return read_image(scan(root).images[stem], include_alpha=spec.include_alpha).dtype.name
-    except (UnetkitError, KeyError):
-        return None
+def _maybe_tuple(values: list[float] | None) -> tuple[float, ...] | None:
+    return None if values is None else tuple(values)
 
 
 def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
