@@ -13,15 +13,17 @@ from hypothesis import strategies as st
 
 from unetkit.reference import ops
 
-FAST = settings(max_examples=30, deadline=None)
+FAST = settings(max_examples=30, deadline=None, derandomize=True)  # the same examples in every CI run
 TOL = 1e-10
 
 
 def rel_err(actual, expected) -> float:
-    """max |actual - expected| / max |expected| (floored at 1e-6: a true gradient of 0 has no scale)."""
+    """max |actual - expected| / max |expected|, the scale floored at 1e-4: the inputs here are of
+    unit scale, so a smaller result is a cancellation to 0 (the gradient of a batch norm over two
+    values, say), whose rounding is absolute (~1e-16), not relative to its tiny size."""
     actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    return float(np.max(np.abs(actual - expected), initial=0.0) / max(np.max(np.abs(expected), initial=0.0), 1e-6))
+    return float(np.max(np.abs(actual - expected), initial=0.0) / max(np.max(np.abs(expected), initial=0.0), 1e-4))
 
 
 def torch_run(fn, arrays, upstream=None):
