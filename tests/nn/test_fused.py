@@ -122,7 +122,8 @@ def test_shuffle_concat_gives_the_same_training_step(padding, monkeypatch):
     results = []
     for shuffle in (True, False):
         torch.manual_seed(5)
-        model = UNet(in_channels=3, num_classes=3, depth=2, base_channels=8, padding=padding)
+        # norm=None: with batch norm and 'same' padding the recomputing path (tested below) runs instead
+        model = UNet(in_channels=3, num_classes=3, depth=2, base_channels=8, padding=padding, norm=None)
         model = model.to(memory_format=torch.channels_last).train()
         network = fused.training_network(model) if shuffle else model
         calls.clear()
@@ -134,3 +135,62 @@ def test_shuffle_concat_gives_the_same_training_step(padding, monkeypatch):
     assert torch.allclose(out_a, out_b, atol=1e-5)
     for name, grad in grads_a.items():
         assert torch.allclose(grad, grads_b[name], atol=1e-5, rtol=1e-4), name
+
+
+def _training_step(network, model, x, target):
+    out = network(x)
+    loss = torch.nn.functional.cross_entropy(out.float(), target)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    stats = {n: b.clone() for n, b in model.named_buffers()}
+    return out.detach().float(), grads, stats
+
+
+@pytest.mark.parametrize("depth, size", [(2, 36), (3, 40), (1, 17)])
+def test_recomputing_batch_norm_relu_gives_the_same_training_step(depth, size, monkeypatch):
+    """Storing conv outputs only and recomputing batch norm + ReLU: same logits, gradients and
+    running statistics as the network as written (float32)."""
+    calls = []
+    original = fused.NormReluConv.apply
+    monkeypatch.setattr(fused.NormReluConv, "apply", lambda *a: calls.append(1) or original(*a))
+    torch.manual_seed(6)
+    x = torch.randn(3, 2, size, size + 3).contiguous(memory_format=torch.channels_last)
+    target = torch.randint(0, 4, (3, size, size + 3))
+    results = []
+    for recompute in (True, False):
+        torch.manual_seed(7)
+        model = UNet(in_channels=2, num_classes=4, depth=depth, base_channels=4)
+        model = model.to(memory_format=torch.channels_last).train()
+        network = fused.training_network(model) if recompute else model
+        calls.clear()
+        results.append(_training_step(network, model, x, target))
+        assert bool(calls) == recompute  # the path under test really ran
+    (out_a, grads_a, stats_a), (out_b, grads_b, stats_b) = results
+    assert torch.allclose(out_a, out_b, atol=1e-5, rtol=1e-4), (out_a - out_b).abs().max()
+    for name, grad in grads_a.items():
+        assert torch.allclose(grad, grads_b[name], atol=1e-5, rtol=1e-3), name
+    for name, value in stats_a.items():
+        assert torch.allclose(value.float(), stats_b[name].float(), atol=1e-6), name
+
+
+def test_recomputing_in_bf16_is_as_close_to_float32_as_the_plain_network_in_bf16():
+    """bf16 rounds differently in the two paths; each must be about as far from float32 as the other."""
+    torch.manual_seed(8)
+    x = torch.randn(2, 1, 32, 32).contiguous(memory_format=torch.channels_last)
+    target = torch.randint(0, 3, (2, 32, 32))
+    results = {}
+    for recompute, bf16 in ((True, True), (False, True), (False, False)):
+        torch.manual_seed(9)
+        model = UNet(in_channels=1, num_classes=3, depth=2, base_channels=8).to(memory_format=torch.channels_last)
+        network = fused.training_network(model) if recompute else model
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            results[recompute, bf16] = _training_step(network, model.train(), x, target)
+    exact = results[False, False]
+    for index in (0, 1):  # the logits, then every parameter's gradient
+        ours, theirs = results[True, True][index], results[False, True][index]
+        pairs = {"logits": (ours, theirs, exact[0])} if index == 0 else {
+            name: (ours[name], theirs[name], exact[1][name]) for name in exact[1]}
+        for name, (a, b, reference) in pairs.items():
+            ours_error = (a - reference).norm() / reference.norm()
+            plain_error = (b - reference).norm() / reference.norm()
+            assert ours_error <= 2 * plain_error + 0.01, (name, float(ours_error), float(plain_error))

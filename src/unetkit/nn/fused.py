@@ -10,10 +10,16 @@ against the plain `UNet.forward`. The predictor and the trainer switch them on e
   activated. Weights are converted once to the compute precision and pre-packed in oneDNN's
   blocked layout; activations stay channels-last from the first layer to the head. The
   engine is cached per model and rebuilt when any weight changed.
-- `training_network(model)`: the same module tree for training, with each 2x2 stride-2
-  transposed convolution computed as a 1x1 convolution to 4 x C channels whose output is
-  written straight into the skip concatenation (`ShuffleConcat`): the same sums, forward
-  and backward, without a separate up-sampled map.
+- `training_network(model)`: the same module tree for training steps. With batch norm and
+  transposed convolutions (the defaults) it keeps each convolution's raw output and nothing
+  after it: the batch norm + ReLU that follows is applied on the fly by the next
+  convolution (or max-pool, or skip) and recomputed in the backward pass, one cheap
+  memory pass instead of a stored activation; the skip concatenation is never built (the
+  decoder's first convolution is a sum of one over the skip and one over the up-sampled
+  map), and each 2x2 stride-2 transposed convolution runs as a 1x1 convolution to
+  4 x C channels whose output is scattered into place. About half the activation memory
+  of the plain network, the same gradients. Other networks get the transposed conv written
+  straight into the concatenation (`ShuffleConcat`), or run as written.
 
 Both fall back to the plain network wherever they do not apply: float64, other devices,
 tracing and compiling, and forward hooks on the layers (explain and users see every layer).
@@ -22,7 +28,7 @@ tracing and compiling, and forward hooks on the layers (explain and users see ev
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -303,8 +309,8 @@ def shuffle_concat(up: nn.ConvTranspose2d, x: torch.Tensor, skip: torch.Tensor) 
 
 
 class TrainingUNet(nn.Module):
-    """The model for training steps: its own modules, run with the faster decoder where it
-    applies (see `training_network`); `state_dict` and parameters are the model's."""
+    """The model for training steps: its own modules, run the faster way that applies (see
+    `training_network`); `state_dict` and parameters are the model's."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -314,6 +320,8 @@ class TrainingUNet(nn.Module):
         model = self.model
         if not _shuffle_applies(model, x):
             return model(x)
+        if _recompute_applies(model):
+            return _recompute_forward(model, x)
         height, width = x.shape[-2:]
         if model.padding == "valid":
             model.output_size((int(height), int(width)))
@@ -330,9 +338,183 @@ class TrainingUNet(nn.Module):
 
 
 def training_network(model: nn.Module) -> nn.Module:
-    """`model` wrapped for training steps with the transposed conv written into the concatenation
-    (the model itself where there is no transposed conv)."""
+    """`model` wrapped for training steps (see the module docstring); the model itself where
+    there is no transposed conv to speed up."""
     return TrainingUNet(model) if getattr(model, "up_mode", None) == "transpose" else model
+
+
+# --- training with batch norm + ReLU recomputed instead of stored ---------------------------
+
+
+class _Stats(NamedTuple):
+    """One batch norm in this step: its affine terms and the batch's mean and 1/std."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    mean: torch.Tensor
+    invstd: torch.Tensor
+    eps: float
+
+
+def _normalise(c: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, _Stats]:
+    """relu(batch_norm(c)) in training mode (the running statistics are updated, as the
+    module would), without autograd; and the statistics to recompute it later."""
+    if bn.momentum is None:
+        momentum = 1.0 / float(bn.num_batches_tracked + 1)
+    else:
+        momentum = bn.momentum
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):
+        r, mean, invstd = torch.ops.aten.native_batch_norm(c, bn.weight, bn.bias, bn.running_mean,
+                                                           bn.running_var, True, momentum, bn.eps)
+        bn.num_batches_tracked.add_(1)
+        r.relu_()
+    return r, _Stats(bn.weight, bn.bias, mean, invstd, bn.eps)
+
+
+def _renormalise(c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+                 invstd: torch.Tensor, eps: float) -> torch.Tensor:
+    """relu(batch_norm(c)) with the statistics of `_normalise`: the same values, recomputed."""
+    variance = invstd.reciprocal().square() - eps
+    r = torch.ops.aten.native_batch_norm(c, weight, bias, mean, variance, False, 0.0, eps)[0]
+    return r.relu_()
+
+
+def _norm_backward(grad_r: torch.Tensor, r: torch.Tensor, c: torch.Tensor, weight: torch.Tensor,
+                   mean: torch.Tensor, invstd: torch.Tensor, eps: float) -> tuple[torch.Tensor, ...]:
+    """Through the ReLU and the training-mode batch norm: (dc, dweight, dbias). Linear in
+    grad_r, so each consumer of one normalised map can add its own share."""
+    grad = torch.ops.aten.threshold_backward(grad_r, r, 0)
+    return torch.ops.aten.native_batch_norm_backward(grad, c, weight, None, None, mean, invstd, True, eps,
+                                                     [True, True, True])
+
+
+def _compute_dtype(c: torch.Tensor) -> torch.dtype:
+    if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16:
+        return torch.bfloat16
+    return c.dtype
+
+
+class NormReluConv(torch.autograd.Function):
+    """conv(relu(batch_norm(c))), saving c and the statistics instead of the activation;
+    `r` is that activation when the caller has it already (it is not kept)."""
+
+    @staticmethod
+    def forward(ctx, c, r, weight, bias, mean, invstd, eps, conv_weight, conv_bias, padding):  # type: ignore[override]
+        dtype = _compute_dtype(c)
+        with torch.autocast("cpu", enabled=False):
+            if r is None:
+                r = _renormalise(c, weight, bias, mean, invstd, eps)
+            w = conv_weight.to(dtype)
+            y = F.conv2d(r.to(dtype), w, None if conv_bias is None else conv_bias.to(dtype), padding=padding)
+        ctx.save_for_backward(c, weight, bias, mean, invstd, conv_weight)
+        ctx.eps, ctx.padding, ctx.dtype, ctx.has_bias = eps, padding, dtype, conv_bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):  # type: ignore[override]
+        c, weight, bias, mean, invstd, conv_weight = ctx.saved_tensors
+        r = _renormalise(c, weight, bias, mean, invstd, ctx.eps).to(ctx.dtype)
+        w = conv_weight.to(ctx.dtype)
+        grad_r, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad_y.to(ctx.dtype).contiguous(memory_format=torch.channels_last), r, w,
+            [w.shape[0]] if ctx.has_bias else None, [1, 1], [ctx.padding] * 2, [1, 1], False, [0, 0], 1,
+            [True, True, ctx.has_bias])
+        grad_c, grad_weight, grad_bias = _norm_backward(grad_r.to(c.dtype), r.to(c.dtype), c, weight, mean, invstd,
+                                                        ctx.eps)
+        return (grad_c, None, grad_weight, grad_bias, None, None, None, grad_w.to(conv_weight.dtype),
+                grad_b.to(conv_weight.dtype) if ctx.has_bias else None, None)
+
+
+class NormReluPool(torch.autograd.Function):
+    """max_pool2x2(relu(batch_norm(c))) from the activation `r`, saving c and the statistics;
+    the pooling's winners are found again in the backward pass instead of being stored."""
+
+    @staticmethod
+    def forward(ctx, c, r, weight, bias, mean, invstd, eps):  # type: ignore[override]
+        ctx.save_for_backward(c, weight, bias, mean, invstd)
+        ctx.eps = eps
+        with torch.autocast("cpu", enabled=False):
+            return F.max_pool2d(r, 2, 2)
+
+    @staticmethod
+    def backward(ctx, grad_pooled):  # type: ignore[override]
+        c, weight, bias, mean, invstd = ctx.saved_tensors
+        r = _renormalise(c, weight, bias, mean, invstd, ctx.eps)
+        _, indices = F.max_pool2d(r, 2, 2, return_indices=True)
+        grad_r = torch.ops.aten.max_pool2d_with_indices_backward(
+            grad_pooled.to(r.dtype).contiguous(memory_format=torch.channels_last), r, [2, 2], [2, 2], [0, 0],
+            [1, 1], False, indices)
+        grad_c, grad_weight, grad_bias = _norm_backward(grad_r, r, c, weight, mean, invstd, ctx.eps)
+        return grad_c, None, grad_weight, grad_bias, None, None, None
+
+
+class ScatterUp(torch.autograd.Function):
+    """The 1x1 convolution's 4 x C channels z, scattered to the (N, C, 2h, 2w) up-sampled map."""
+
+    @staticmethod
+    def forward(ctx, z):  # type: ignore[override]
+        n, c4, h, w = z.shape
+        up = torch.empty(n, c4 // 4, 2 * h, 2 * w, dtype=z.dtype, memory_format=torch.channels_last)
+        _up_view(up, 0, h, w).copy_(_blocks_view(z.contiguous(memory_format=torch.channels_last)))
+        return up
+
+    @staticmethod
+    def backward(ctx, grad_up):  # type: ignore[override]
+        n, c, hh, ww = grad_up.shape
+        grad_z = torch.empty(n, 4 * c, hh // 2, ww // 2, dtype=grad_up.dtype, memory_format=torch.channels_last)
+        _blocks_view(grad_z).copy_(_up_view(grad_up, 0, hh // 2, ww // 2))
+        return grad_z
+
+
+def _norm_relu_conv(c: torch.Tensor, stats: _Stats, conv: nn.Module | tuple[torch.Tensor, torch.Tensor | None],
+                    padding: int, r: torch.Tensor | None = None) -> torch.Tensor:
+    weight, bias = (conv.weight, conv.bias) if isinstance(conv, nn.Module) else conv
+    return NormReluConv.apply(c, r, stats.weight, stats.bias, stats.mean, stats.invstd, stats.eps, weight, bias,
+                              padding)
+
+
+def _recompute_applies(model: nn.Module) -> bool:
+    """The recomputing path covers the defaults: batch norm, transposed convs, 'same' padding,
+    no dropout (the other combinations run with shuffle-concat only)."""
+    return model.norm == "batch" and model.up_mode == "transpose" and model.padding == "same" and not model.dropout
+
+
+def _recompute_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The U-Net's forward pass (nn/unet.py), storing convolution outputs only; see the module docstring."""
+    height, width = x.shape[-2:]
+    x = model.pad(x)
+    skips: list[tuple[torch.Tensor, _Stats]] = []
+    for level in model.encoder:
+        block = level.conv
+        c1 = block.conv1(x)
+        r1, stats1 = _normalise(c1, block.norm1)
+        c2 = _norm_relu_conv(c1, stats1, block.conv2, 1, r1)
+        del r1
+        r2, stats2 = _normalise(c2, block.norm2)
+        x = NormReluPool.apply(c2, r2, *stats2)
+        skips.append((c2, stats2))
+    block = model.bottleneck.conv
+    c1 = block.conv1(x)
+    r1, stats1 = _normalise(c1, block.norm1)
+    c = _norm_relu_conv(c1, stats1, block.conv2, 1, r1)
+    del r1
+    r, stats = _normalise(c, block.norm2)
+    for level, (skip, skip_stats) in zip(model.decoder, reversed(skips)):
+        z = _norm_relu_conv(c, stats, transposed_as_1x1(level.up.up), 0, r)
+        up = ScatterUp.apply(z)
+        del z, r
+        block = level.conv
+        c_skip = block.conv1.weight.shape[1] - up.shape[1]
+        w_skip = block.conv1.weight[:, :c_skip].contiguous(memory_format=torch.channels_last)
+        w_up = block.conv1.weight[:, c_skip:].contiguous(memory_format=torch.channels_last)
+        c1 = _norm_relu_conv(skip, skip_stats, (w_skip, None), 1) + F.conv2d(up, w_up, padding=1)
+        del up
+        r1, stats1 = _normalise(c1, block.norm1)
+        c = _norm_relu_conv(c1, stats1, block.conv2, 1, r1)
+        del r1
+        r, stats = _normalise(c, block.norm2)
+    logits = _norm_relu_conv(c, stats, model.head, 0, r)
+    return model.crop(logits, height, width)
 
 
 def _shuffle_applies(model: nn.Module, x: torch.Tensor) -> bool:
