@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import torch
+
 from unetkit import runtime
 
 
@@ -39,3 +41,19 @@ def test_tuning_can_be_turned_off():
     record = _configure_in_a_fresh_process(UNETKIT_MALLOC="default")
     assert record["malloc"] == "off (UNETKIT_MALLOC=default)"
     assert _configure_in_a_fresh_process(OMP_NUM_THREADS="1")["threads"] is None  # the user's count stands
+
+
+def test_threads_follow_the_cores_a_process_really_has(monkeypatch):
+    """torchrun's processes share the machine's cores; its own OMP_NUM_THREADS=1 does not stand."""
+    set_to = []
+    monkeypatch.setattr(torch, "set_num_threads", set_to.append)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    runtime._set_threads()
+    assert set_to == [4]
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID")  # the user's own OMP_NUM_THREADS=1 stands
+    set_to.clear()
+    assert runtime._set_threads() is None and set_to == []
+    assert runtime.cores() == 4

@@ -75,17 +75,53 @@ def keep_freed_memory() -> str:
 
 
 def _set_threads() -> int | None:
-    """One intra-op thread per core this process may use, unless the user chose a count."""
-    if any(os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")):
-        return None
+    """One intra-op thread per core this process really has: its CPU affinity (which torch
+    does not read in containers that pin fewer cores than the machine has), shared with the
+    other processes torchrun started on this machine. A count the user chose stands; the
+    OMP_NUM_THREADS=1 that torchrun sets by itself for several processes does not."""
     if not hasattr(os, "sched_getaffinity"):
+        return None
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    launched = "TORCHELASTIC_RUN_ID" in os.environ and local > 1 and os.environ.get("OMP_NUM_THREADS") == "1"
+    if not launched and any(os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")):
         return None
     import torch
 
-    cores = len(os.sched_getaffinity(0))
-    if cores < torch.get_num_threads():
+    cores = max(1, len(os.sched_getaffinity(0)) // max(1, local))
+    if launched or cores < torch.get_num_threads():
         torch.set_num_threads(cores)
     return torch.get_num_threads()
+
+
+def cores() -> int:
+    """The cores this process may use, shared with torchrun's other processes on this machine."""
+    total = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, total // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
+
+
+def share_with_loaders(workers: int) -> int:
+    """Give `workers` DataLoader processes a core each and the model the rest (at least one):
+    a loader that takes the model's core slows both far more than it saves. Returns the
+    model's thread count. Workers themselves run single-threaded (`loader_worker_init`)."""
+    import torch
+
+    if workers <= 0 or _applied is None or _applied.get("threads") is None:
+        return torch.get_num_threads()
+    torch.set_num_threads(max(1, cores() - workers))
+    return torch.get_num_threads()
+
+
+def loader_worker_init(worker_id: int) -> None:
+    """In each DataLoader worker: one thread for torch and OpenCV (augmentation is per sample)."""
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
 
 
 def applied() -> dict[str, object] | None:

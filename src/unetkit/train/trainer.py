@@ -26,14 +26,15 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
-from unetkit import progress
+from unetkit import progress, runtime
 from unetkit.errors import UnetkitError
 from unetkit.infer.evaluate import Tally, rand_objects_for, score, summarize
 from unetkit.infer.predictor import Predictor
 from unetkit.model.device import autocast, pick_device, pick_precision
 from unetkit.model.record import InputRange, SavedModel
 from unetkit.model.store import load, save_model
-from unetkit.nn import UNet, fused
+from unetkit.nn import UNet, UNetOptions, fused
+from unetkit.plan.probe import make_adamw, training_precision
 from unetkit.train import run_folder, state
 from unetkit.train.config import DEFAULT_LOSS, TrainConfig
 from unetkit.train.losses import SegmentationLoss, unet_weight_map
@@ -120,8 +121,6 @@ class Trainer:
     """Holds the pieces of one run; `fit` is the loop."""
 
     def __init__(self, config: TrainConfig, on_epoch: OnEpoch | None = None) -> None:
-        from unetkit import runtime
-
         runtime.configure()
         self.config = config
         self.on_epoch = on_epoch
@@ -133,7 +132,7 @@ class Trainer:
     def build_network(self, in_channels: int, num_outputs: int) -> torch.nn.Module:
         """The network to train: a U-Net of the config's options. (Benchmarks override this to
         train a peer network in the same loop; such a run writes no model folders.)"""
-        return UNet(in_channels=in_channels, num_classes=num_outputs, **self.config.model_options())
+        return UNet(self.options)
 
     # --- set-up ------------------------------------------------------------------------
 
@@ -169,7 +168,6 @@ class Trainer:
         if self.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(self.device)
-        self.precision = pick_precision(c.precision, self.device, training=True)
         _seed_everything(c.seed)
 
         set_max_pixels(c.max_pixels)
@@ -180,6 +178,12 @@ class Trainer:
         if not self.splits.get("train"):
             raise UnetkitError(f"{c.data}: the training split is empty; add images or check splits/train.txt.")
         spec = self.spec
+        self.options = UNetOptions(in_channels=spec.in_channels, num_classes=spec.num_outputs, **c.model_options())
+        if c.precision == "auto":
+            self.precision, self.precision_reason = training_precision(self.options, c.patch_size,
+                                                                       max(1, c.batch_size // self.world), self.device)
+        else:
+            self.precision, self.precision_reason = pick_precision(c.precision, self.device, training=True), "asked"
         if c.class_weights is not None and len(c.class_weights) != spec.num_outputs:
             raise UnetkitError(
                 f"--class_weights has {len(c.class_weights)} values but the data has {spec.num_outputs} "
@@ -205,6 +209,7 @@ class Trainer:
         self.steps_per_epoch = c.steps_per_epoch or max(1, len(train_set) // c.batch_size)
         self.sampler = EpochSampler(len(train_set), self.steps_per_epoch * c.batch_size, c.seed, self.rank, self.world)
         workers = default_workers() if c.workers is None else c.workers
+        runtime.share_with_loaders(workers)
         self.train_loader = DataLoader(
             train_set,
             batch_size=c.batch_size // self.world,
@@ -213,6 +218,7 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             drop_last=True,
             persistent_workers=workers > 0,
+            worker_init_fn=runtime.loader_worker_init if workers > 0 else None,
         )
         self.workers = workers
 
@@ -236,7 +242,7 @@ class Trainer:
         ).to(self.device)
         params = self.model.parameters()
         if c.optimizer == "adamw":
-            self.optimizer = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay)
+            self.optimizer = make_adamw(params, c.learning_rate, c.weight_decay, self.device)
         else:
             self.optimizer = torch.optim.SGD(
                 params, lr=c.learning_rate, momentum=c.momentum, nesterov=True, weight_decay=c.weight_decay
@@ -256,8 +262,7 @@ class Trainer:
     def record(self, epoch: int | None = None, metrics: dict[str, Any] | None = None) -> SavedModel:
         """The saved model's record: what prediction needs to read new images as training did."""
         c = self.config
-        options = getattr(self.model, "options", None) or UNet(
-            in_channels=self.spec.in_channels, num_classes=self.spec.num_outputs, **c.model_options()).options
+        options = getattr(self.model, "options", None) or self.options
         scores = {k: v for k, v in metrics.items() if k != "per_image"} if metrics else None
         return SavedModel(options=options, task=self.spec.task, threshold=c.threshold, data=self.spec,
                           input=self.input_range, patch_size=c.patch_size, seed=c.seed, val_fraction=c.val_fraction,
@@ -286,7 +291,8 @@ class Trainer:
         self._say(
             f"training a U-Net ({self.spec.task}, {self.spec.in_channels} band(s) -> {self.spec.num_outputs} "
             f"output(s)) on {len(self.splits['train'])} images, validating on {len(self.splits.get('val') or [])}; "
-            f"{self.device.type} {self.precision}, {self.steps_per_epoch} steps/epoch x {c.epochs} epochs"
+            f"{self.device.type} {self.precision} ({self.precision_reason}), {self.steps_per_epoch} steps/epoch x "
+            f"{c.epochs} epochs"
             + (f", resuming after epoch {start_epoch}" if start_epoch else "")
         )
         started = time.monotonic()
@@ -433,7 +439,7 @@ class Trainer:
     def validate(self) -> dict[str, Any]:
         """Loss and scores over the whole validation split, of exactly what `unetkit predict`
         would write with the current weights (same tiles, blending and decoding)."""
-        predictor = Predictor(self.model, meta=self.record(), device=str(self.device))
+        predictor = Predictor(self.model, meta=self.record(), device=str(self.device), precision=self.config.precision)
         objects = rand_objects_for("auto", predictor.record.class_names)
         tally = score(predictor, self._val_pairs(), loss=self.loss, rand_objects=objects)
         if self.world > 1:
@@ -480,9 +486,10 @@ class Trainer:
 
 
 def default_workers() -> int:
-    """DataLoader workers: none on a 2-core machine (the model needs both cores), else a few."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 0 if cores <= 2 else min(4, cores // 2)
+    """DataLoader workers: none with 2 cores or fewer (the model needs them), else a quarter of
+    the cores, at most 4 (each takes a core from the model: see `runtime.share_with_loaders`)."""
+    cores = runtime.cores()
+    return 0 if cores <= 2 else min(4, max(1, cores // 4))
 
 
 def _distributed_setup() -> tuple[int, int, bool]:

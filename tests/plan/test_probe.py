@@ -1,0 +1,54 @@
+"""The machine probe: training precision by measurement (forced for the test), cached step costs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unetkit.nn.options import UNetOptions
+from unetkit.plan import probe
+
+TINY = UNetOptions(in_channels=1, num_classes=2, depth=2, base_channels=4)
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+
+def test_the_precision_can_be_forced(monkeypatch):
+    for forced, expected in (("1", "bf16"), ("0", "fp32")):
+        monkeypatch.setenv("UNETKIT_CPU_BF16", forced)
+        assert probe.training_precision(TINY, 32, 2, torch.device("cpu"))[0] == expected
+
+
+def test_unforced_the_precision_is_measured_and_the_faster_one_kept(monkeypatch):
+    monkeypatch.delenv("UNETKIT_CPU_BF16", raising=False)
+    monkeypatch.setattr(probe, "_cpu_can_bf16", lambda: True)
+    for fp32, bf16, expected in ((1.0, 0.5, "bf16"), (1.0, 0.95, "fp32"), (1.0, 2.0, "fp32")):
+        monkeypatch.setattr(probe, "step_cost", lambda o, p, b, precision, d, f=fp32, h=bf16: probe.StepCost(
+            f if precision == "fp32" else h, 1.0, precision, True))
+        choice, why = probe.training_precision(TINY, 32, 2, torch.device("cpu"))
+        assert choice == expected and "measured" in why
+
+
+def test_a_cpu_without_bf16_trains_in_fp32_without_measuring(monkeypatch):
+    monkeypatch.delenv("UNETKIT_CPU_BF16", raising=False)
+    monkeypatch.setattr(probe, "_cpu_can_bf16", lambda: False)
+    monkeypatch.setattr(probe, "step_cost", lambda *a, **k: pytest.fail("measured"))
+    assert probe.training_precision(TINY, 32, 2, torch.device("cpu"))[0] == "fp32"
+
+
+def test_a_step_is_measured_once_then_read_from_the_cache(tmp_path):
+    first = probe.step_cost(TINY, 32, 2, "fp32", "cpu", steps=1)
+    again = probe.step_cost(TINY, 32, 2, "fp32", "cpu", steps=1)
+    assert first.measured and not again.measured and again.seconds == first.seconds > 0
+    assert (tmp_path / "unetkit" / "probe.json").is_file()
+    other = probe.step_cost(TINY, 48, 2, "fp32", "cpu", steps=1)
+    assert other.measured  # another recipe is another measurement
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+def test_on_a_gpu_bf16_or_fp16_without_measuring():
+    choice, _ = probe.training_precision(TINY, 32, 2, torch.device("cuda"))
+    assert choice == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
