@@ -616,11 +616,12 @@ def _run_predict(args: argparse.Namespace) -> int:
                           precision=args.precision, progress=args.progress, rescale=args.rescale)
     report = predict_files(predictor, args.input, args.out, probabilities=args.probabilities,
                            overlay=args.overlay, progress=args.progress, overwrite=args.overwrite, resume=args.resume)
-    for _, reason in report.failed:
-        print(f"unetkit: skipped: {reason}", file=sys.stderr)
-    earlier = f", {len(report.skipped)} done earlier" if report.skipped else ""
-    print(f"segmented {len(report.done)} image(s) into {args.out} ({len(report.written)} files){earlier}; "
-          f"{len(report.failed)} failed")
+    if report.is_main:  # under torchrun the other processes' reports are gathered here
+        for _, reason in report.failed:
+            print(f"unetkit: skipped: {reason}", file=sys.stderr)
+        earlier = f", {len(report.skipped)} done earlier" if report.skipped else ""
+        print(f"segmented {len(report.done)} image(s) into {args.out} ({len(report.written)} files){earlier}; "
+              f"{len(report.failed)} failed")
     return 1 if report.failed else 0
 
 

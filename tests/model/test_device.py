@@ -37,3 +37,46 @@ def test_precision_auto_on_the_cpu(monkeypatch):
     assert pick_precision("bf16", cpu, training=True) == "bf16"  # an explicit choice stands
     with pytest.raises(UnetkitError, match="fp16 is for GPUs"):
         pick_precision("fp16", cpu)
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+
+
+def test_asking_for_a_missing_gpu_is_one_sentence():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(UnetkitError, match="--device cuda: no CUDA GPU"):
+        device.pick_device("cuda")
+    assert device.pick_device("auto").type in ("cpu", "mps")
+
+
+def test_without_torchrun_there_is_no_process_group(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert device.join_process_group() == (0, 1, False)
+
+
+@CUDA
+def test_under_torchrun_each_process_takes_the_gpu_of_its_local_rank(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", str(torch.cuda.device_count() - 1))
+    assert device.pick_device("auto") == torch.device("cuda", torch.cuda.device_count() - 1)
+
+
+@CUDA
+def test_on_a_gpu_auto_picks_bf16_or_fp16_for_both_uses():
+    gpu = torch.device("cuda")
+    expected = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    assert pick_precision("auto", gpu) == expected and pick_precision("auto", gpu, training=True) == expected
+
+
+@CUDA
+def test_a_tiny_run_trains_and_predicts_on_the_gpu(disks, tmp_path):
+    import numpy as np
+
+    import unetkit
+
+    run = unetkit.train(data=str(disks), out=str(tmp_path / "run"), depth=2, base_channels=4, patch_size=32,
+                        batch_size=2, epochs=1, progress=False, device="cuda")
+    assert run.best_metric is not None
+    mask = unetkit.predict(str(tmp_path / "run" / "best"), np.zeros((40, 40), np.uint8), device="cuda")
+    assert mask.shape == (40, 40)

@@ -3,6 +3,11 @@
 A file that cannot be read, has the wrong band count or cannot be written is reported and
 skipped; the others are still done, and the caller learns which ones failed (the CLI exits
 non-zero). One image is held at a time unless images are small enough to share a batch.
+
+Under torchrun (`torchrun --nproc_per_node N -m unetkit predict ...`, on one machine or many)
+every process plans the same outputs and makes the same checks, then takes every N-th image:
+each image is done once, the files are those of one process, and the report (failures
+included, each once) is gathered on every process; rank 0 prints it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from unetkit.errors import UnetkitError
 from unetkit.infer.files import Job, plan
 from unetkit.infer.outputs import PROBABILITY_FORMATS, write_outputs
 from unetkit.infer.predictor import Predictor
+from unetkit.model.device import join_process_group, leave_process_group
 from unetkit.progress import bar as progress_bar
 
 
@@ -29,6 +35,7 @@ class FilesReport:
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)  # already done by an earlier run (--resume)
+    is_main: bool = True  # False on the other processes of a distributed run (rank 0 prints)
 
 
 def predict_files(predictor: Predictor, inputs: Sequence[str | Path], out: str | Path, *,
@@ -38,8 +45,24 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | Path], out: str |
     files are refused unless `overwrite` (replace) or `resume` (skip images already done)."""
     if probabilities is not None and probabilities not in PROBABILITY_FORMATS:
         raise UnetkitError(f"--probabilities {probabilities!r}: use tif or npy.")
-    jobs = plan(list(inputs), out, probabilities=probabilities, overlay=overlay, overwrite=overwrite, resume=resume)
-    report = FilesReport(failed=list(jobs.missing), skipped=[job.source for job in jobs.skipped])
+    rank, world, owned = join_process_group()
+    try:
+        jobs = plan(list(inputs), out, probabilities=probabilities, overlay=overlay, overwrite=overwrite,
+                    resume=resume)
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # nobody writes before every process has checked and tidied --out
+        report = FilesReport(failed=list(jobs.missing) if rank == 0 else [],
+                             skipped=[job.source for job in jobs.skipped] if rank == 0 else [], is_main=rank == 0)
+        _segment(predictor, jobs.jobs[rank::world], report, probabilities, overlay, resume, progress and rank == 0)
+        return _gathered(report) if world > 1 else report
+    finally:
+        leave_process_group(owned)
+
+
+def _segment(predictor: Predictor, jobs: list[Job], report: FilesReport, probabilities: str | None, overlay: bool,
+             resume: bool, progress: bool) -> None:
     pending: list[tuple[Job, np.ndarray, np.ndarray | None]] = []
 
     def finish(batch: list[tuple[Job, np.ndarray, np.ndarray | None]]) -> None:
@@ -48,8 +71,8 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | Path], out: str |
         for (job, image, _), probs in zip(batch, results):
             _write(job, image, probs, predictor, report, probabilities, overlay, resume)
 
-    with progress_bar(len(jobs.jobs), "predict", "image", progress and len(jobs.jobs) > 1) as bar:
-        for job in jobs.jobs:
+    with progress_bar(len(jobs), "predict", "image", progress and len(jobs) > 1) as bar:
+        for job in jobs:
             read = _read(job, predictor, report)
             if read is not None and predictor.tile_count(*read[0].shape[:2]) == 1:
                 pending.append((job, *read))
@@ -64,7 +87,22 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | Path], out: str |
         if pending:
             finish(pending)
             bar.update(len(pending))
-    return report
+
+
+def _gathered(report: FilesReport) -> FilesReport:
+    """Every process's report, joined (on every process)."""
+    import torch.distributed as dist
+
+    reports: list[FilesReport | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(reports, report)
+    joined = FilesReport(is_main=report.is_main)
+    for part in reports:
+        assert part is not None
+        joined.done += part.done
+        joined.written += part.written
+        joined.failed += part.failed
+        joined.skipped += part.skipped
+    return joined
 
 
 def _read(job: Job, predictor: Predictor, report: FilesReport) -> tuple[np.ndarray, np.ndarray | None] | None:

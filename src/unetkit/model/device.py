@@ -23,7 +23,10 @@ from unetkit.errors import UnetkitError
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda, then mps, then cpu; an explicit name must be available."""
+    """'auto' -> cuda, then mps, then cpu; an explicit name must be available. Under torchrun
+    each process takes the GPU of its LOCAL_RANK."""
+    if name in ("auto", "cuda") and torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -35,6 +38,30 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UnetkitError("--device mps: Apple's MPS is not available here; use --device cpu.")
     return torch.device(name)
+
+
+def join_process_group() -> tuple[int, int, bool]:
+    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1): NCCL on
+    CUDA, gloo on the CPU. Returns rank, world size and whether this call opened the group
+    (and so must close it: gloo threads left to interpreter shutdown abort the process)."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, False
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist.get_rank(), dist.get_world_size(), owns
+
+
+def leave_process_group(owned: bool) -> None:
+    import torch.distributed as dist
+
+    if owned and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @functools.cache

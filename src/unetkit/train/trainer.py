@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-import os
 import random
 import sys
 import time
@@ -30,7 +29,13 @@ from unetkit import progress, runtime
 from unetkit.errors import UnetkitError
 from unetkit.infer.evaluate import Tally, rand_objects_for, score, summarize
 from unetkit.infer.predictor import Predictor
-from unetkit.model.device import autocast, pick_device, pick_precision
+from unetkit.model.device import (
+    autocast,
+    join_process_group,
+    leave_process_group,
+    pick_device,
+    pick_precision,
+)
 from unetkit.model.record import InputRange, SavedModel
 from unetkit.model.store import load, save_model
 from unetkit.nn import UNet, UNetOptions, fused
@@ -125,7 +130,7 @@ class Trainer:
         self.config = config
         self.on_epoch = on_epoch
         self.out = Path(config.out) if config.out else None
-        self.rank, self.world, self._owns_group = _distributed_setup()
+        self.rank, self.world, self._owns_group = join_process_group()
         self.is_main = self.rank == 0
         self.resume_from: Path | None = None
 
@@ -165,9 +170,6 @@ class Trainer:
 
         c = self.config
         self.device = pick_device(c.device)
-        if self.world > 1 and self.device.type == "cuda":
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-            torch.cuda.set_device(self.device)
         _seed_everything(c.seed)
 
         set_max_pixels(c.max_pixels)
@@ -276,8 +278,7 @@ class Trainer:
         try:
             return self._fit()
         finally:
-            if self._owns_group and dist.is_initialized():
-                dist.destroy_process_group()
+            leave_process_group(self._owns_group)
 
     def _fit(self) -> Run:
         self._claim()
@@ -490,20 +491,6 @@ def default_workers() -> int:
     the cores, at most 4 (each takes a core from the model: see `runtime.share_with_loaders`)."""
     cores = runtime.cores()
     return 0 if cores <= 2 else min(4, max(1, cores // 4))
-
-
-def _distributed_setup() -> tuple[int, int, bool]:
-    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1).
-
-    Returns rank, world size and whether this call opened the group (and so must close it)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, False
-    owns = not dist.is_initialized()
-    if owns:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    return dist.get_rank(), dist.get_world_size(), owns
 
 
 def _schedule(kind: str, warmup: int, total: int):
