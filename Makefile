@@ -16,7 +16,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) -e '.[onnx,geo,dev]'
+	$(PIP) -e '.[onnx,geo,dev,serve]'
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed

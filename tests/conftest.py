@@ -6,6 +6,8 @@ Torch runs small and deterministic, two threads at most (CI has 2 cores).
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,26 @@ def disks(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def disks3(tmp_path_factory) -> Path:
     return make_disks(tmp_path_factory.mktemp("disks3"), classes=3)
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="session")
+def browser() -> tuple[str, str]:
+    """(chromium, chromedriver) paths for selenium: Debian's packages, installed with apt-get
+    when missing (as root); the test is skipped, saying why, when that is impossible."""
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        if shutil.which("apt-get") is None:
+            pytest.skip("chromium is missing and apt-get is not available to install it")
+        try:
+            subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True, timeout=600)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True,
+                           capture_output=True, timeout=900, env={"DEBIAN_FRONTEND": "noninteractive",
+                                                                    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        except (subprocess.SubprocessError, OSError) as error:
+            pytest.skip(f"chromium could not be installed with apt-get: {error}")
+    return CHROMIUM, CHROMEDRIVER
 
 
 @pytest.fixture

@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(commands)
     _add_explain(commands)
     _add_data(commands)
+    from unetkit.serve.command import add_parser as _add_serve
+
+    _add_serve(commands)
     return parser
 
 

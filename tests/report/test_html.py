@@ -1,21 +1,17 @@
 """report.html: self-contained, and it renders in a real headless browser.
 
-The browser is Debian's chromium with chromedriver; the fixture installs them with apt-get
-when they are missing (as root) and skips, saying why, when that is impossible.
+The browser is Debian's chromium with chromedriver (the `browser` fixture of tests/conftest.py
+installs them with apt-get when they are missing, or skips saying why).
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from unetkit import train
 from unetkit.report.html import build_report
-
-CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
@@ -25,20 +21,6 @@ def run_dir(tmp_path_factory, disks) -> Path:
           progress=False, workers=0)
     build_report(out, samples=3)
     return out
-
-
-def _browser() -> tuple[str, str]:
-    if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
-        if shutil.which("apt-get") is None:
-            pytest.skip("chromium is missing and apt-get is not available to install it")
-        try:
-            subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True, timeout=600)
-            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True,
-                           capture_output=True, timeout=900, env={"DEBIAN_FRONTEND": "noninteractive",
-                                                                    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-        except (subprocess.SubprocessError, OSError) as error:
-            pytest.skip(f"chromium could not be installed with apt-get: {error}")
-    return CHROMIUM, DRIVER
 
 
 def test_report_is_self_contained(run_dir):
@@ -76,8 +58,8 @@ def test_an_existing_report_is_not_written_over(run_dir):
     assert (run_dir / "report.html").read_bytes() == before
 
 
-def test_report_renders_in_headless_chromium_without_console_errors(run_dir):
-    chromium, driver_path = _browser()
+def test_report_renders_in_headless_chromium_without_console_errors(run_dir, browser):
+    chromium, driver_path = browser
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

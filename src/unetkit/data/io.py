@@ -10,10 +10,15 @@ Every reader checks the image's size in the file header before decoding a pixel
 (`set_max_pixels`, the `--max-pixels` flag): a 400 KB file that claims 30000x30000 pixels
 is refused in one sentence instead of taking gigabytes. `read_image_nodata` also says where
 an image holds no data (NaN, infinity, the GeoTIFF nodata value), which rasters often do.
+
+The same readers and encoders work in memory (`read_image_bytes`, `encode_mask_png`, ...)
+for the server, which decodes uploads without writing them to disk; `write_mask` writes the
+very bytes `encode_mask_png` returns.
 """
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +36,7 @@ JPEG = frozenset({".jpg", ".jpeg"})
 BMP = frozenset({".bmp"})
 TIFF = frozenset({".tif", ".tiff"})
 IMAGE_EXTENSIONS = PNG | JPEG | BMP | TIFF
+TIFF_MAGIC = frozenset({b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"})  # classic and BigTIFF, for bytes
 WRITABLE_DTYPES = (np.uint8, np.uint16, np.float32)
 
 Palette = Sequence[tuple[int, int, int]]
@@ -168,6 +174,25 @@ def write_mask(path: str | Path, mask: np.ndarray, palette: Palette | None = Non
         return
     if ext != ".png":
         raise UnetkitError(f"cannot write {path}: masks must be lossless; use .png or .tif")
+    data = _mask_png_bytes(mask, palette, path)
+    with atomic_path(path) as temp:
+        temp.write_bytes(data)
+
+
+def encode_mask_png(mask: np.ndarray, palette: Palette | None = None, name: str = "the mask") -> bytes:
+    """The PNG bytes `write_mask` writes for (H, W) class ids: mode "P" with `palette` for ids
+    up to 255 (mode "L" without one), 16-bit grey for ids up to 65535. `name` is for messages."""
+    mask = np.asarray(mask)
+    if mask.dtype == bool:
+        mask = mask.astype(np.uint8)
+    if not np.issubdtype(mask.dtype, np.integer):
+        raise UnetkitError(f"cannot write {name}: a mask holds integer class ids, got {mask.dtype}")
+    if mask.ndim != 2 or mask.size == 0:
+        raise UnetkitError(f"cannot write {name}: a PNG mask is (H, W), got shape {mask.shape}; use .tif")
+    return _mask_png_bytes(mask, palette, name)
+
+
+def _mask_png_bytes(mask: np.ndarray, palette: Palette | None, path: str | Path) -> bytes:
     mask = _smallest_uint(mask, path)
     if mask.dtype == np.uint8:
         picture = Image.fromarray(mask) if palette is None else _with_palette(mask, palette)
@@ -175,8 +200,27 @@ def write_mask(path: str | Path, mask: np.ndarray, palette: Palette | None = Non
         picture = Image.fromarray(mask)
     else:
         raise UnetkitError(f"cannot write {path}: ids above 65535 do not fit a PNG; use .tif")
-    with atomic_path(path) as temp:
-        picture.save(temp, format="PNG")
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def encode_mask_tiff(mask: np.ndarray, name: str = "the mask") -> bytes:
+    """The TIFF bytes `write_mask` writes to a .tif path: (H, W) ids of any size, zlib; an
+    (L, H, W) multi-label stack as one page per label."""
+    mask = np.asarray(mask)
+    if mask.dtype == bool:
+        mask = mask.astype(np.uint8)
+    if not np.issubdtype(mask.dtype, np.integer):
+        raise UnetkitError(f"cannot write {name}: a mask holds integer class ids, got {mask.dtype}")
+    if mask.ndim not in (2, 3) or mask.size == 0:
+        raise UnetkitError(f"cannot write {name}: a mask is (H, W) or (L, H, W), got shape {mask.shape}")
+    buffer = io.BytesIO()
+    if mask.ndim == 3:
+        tifffile.imwrite(buffer, _smallest_uint(mask, name), photometric="minisblack", compression="zlib")
+    else:
+        tifffile.imwrite(buffer, _smallest_uint(mask, name), compression="zlib")
+    return buffer.getvalue()
 
 
 def _with_palette(mask: np.ndarray, palette: Palette) -> Image.Image:
@@ -186,7 +230,7 @@ def _with_palette(mask: np.ndarray, palette: Palette) -> Image.Image:
     return picture
 
 
-def _smallest_uint(mask: np.ndarray, path: Path) -> np.ndarray:
+def _smallest_uint(mask: np.ndarray, path: str | Path) -> np.ndarray:
     if mask.size and int(mask.min()) < 0:
         raise UnetkitError(f"cannot write {path}: class ids must be >= 0, found {int(mask.min())}")
     top = int(mask.max()) if mask.size else 0
@@ -275,14 +319,35 @@ def nodata_mask(image: np.ndarray, nodata_value: float | None = None) -> np.ndar
     return mask if mask.any() else None
 
 
+def read_image_bytes(
+    data: bytes, name: str, *, include_alpha: bool = False, pixel_limit: PixelLimit = ...
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`read_image_nodata` of a file's bytes held in memory (an upload); `name` names it in
+    messages. The format comes from the bytes (TIFF by its magic number, the rest as Pillow
+    reads them), so a misnamed upload still reads; the rules, errors and the pixel limit
+    (checked from the header, before decoding) are those of the file readers."""
+    path = Path(name or "the upload")
+    if len(data) == 0:
+        raise UnreadableFile(path, "the file is empty (0 bytes); re-export or remove it")
+    tiff = bytes(data[:4]) in TIFF_MAGIC
+    image, nodata_value = _decode_image(path, io.BytesIO(data), tiff, include_alpha, _limit(pixel_limit))
+    return image, nodata_mask(image, nodata_value)
+
+
 def _read_image(path: Path, include_alpha: bool, limit: int | None) -> tuple[np.ndarray, float | None]:
     """(image (H, W, C), the GeoTIFF nodata value or None)."""
     _require_file(path)
+    return _decode_image(path, path, path.suffix.lower() in TIFF, include_alpha, limit)
+
+
+def _decode_image(path: Path, source: Path | io.BytesIO, tiff: bool, include_alpha: bool,
+                  limit: int | None) -> tuple[np.ndarray, float | None]:
+    """Decode `source` (the file, or its bytes); `path` names it in messages."""
     nodata_value = None
-    if path.suffix.lower() in TIFF:
-        image, has_alpha, nodata_value = _guard(path, lambda: _read_tiff_image(path, limit))
+    if tiff:
+        image, has_alpha, nodata_value = _guard(path, lambda: _read_tiff_image(path, limit, source))
     else:
-        image, has_alpha = _guard(path, lambda: _read_pillow_image(path, limit))
+        image, has_alpha = _guard(path, lambda: _read_pillow_image(path, limit, source))
     if image.ndim == 2:
         image = image[:, :, None]
     if has_alpha and not include_alpha:
@@ -387,6 +452,53 @@ def read_geo_profile(path: str | Path) -> dict | None:
         raise UnreadableFile(path, f"{error}; check the file is a valid GeoTIFF") from None
 
 
+def read_geo_profile_bytes(data: bytes, name: str = "the upload") -> dict | None:
+    """`read_geo_profile` of a file's bytes in memory (GDAL's /vsimem/, nothing on disk):
+    None when rasterio is missing, the bytes are not a TIFF, or it is not georeferenced."""
+    if bytes(data[:4]) not in TIFF_MAGIC:
+        return None
+    try:
+        import rasterio
+        from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+        from rasterio.io import MemoryFile
+    except ImportError:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with MemoryFile(data) as memory, memory.open() as source:
+                if source.crs is None and source.transform.is_identity:
+                    return None
+                return dict(source.profile)
+    except (RasterioIOError, rasterio.errors.RasterioError) as error:
+        raise UnreadableFile(name, f"{error}; check the file is a valid GeoTIFF") from None
+
+
+def encode_geo_mask(mask: np.ndarray, profile: dict, nodata: int | None = None) -> bytes:
+    """The GeoTIFF `write_geo_mask` writes, as bytes made in memory (GDAL's /vsimem/)."""
+    try:
+        from rasterio.io import MemoryFile
+    except ImportError:
+        raise UnetkitError(
+            "cannot write the mask georeferenced: install the geo extra (pip install 'unetkit[geo]')"
+        ) from None
+    stack = mask[None] if mask.ndim == 2 else mask
+    with MemoryFile() as memory:
+        with memory.open(**_geo_mask_profile(profile, stack, nodata)) as sink:
+            sink.write(stack)
+        return bytes(memory.read())
+
+
+def _geo_mask_profile(profile: dict, stack: np.ndarray, nodata: int | None) -> dict:
+    profile = {**profile, "count": stack.shape[0], "dtype": stack.dtype.name, "driver": "GTiff",
+               "height": stack.shape[1], "width": stack.shape[2]}
+    for key in ("photometric", "nodata", "blockxsize", "blockysize", "tiled", "interleave"):
+        profile.pop(key, None)  # describe the source's pixels, not the mask's
+    if nodata is not None:
+        profile["nodata"] = nodata
+    return profile
+
+
 def write_geo_mask(path: str | Path, mask: np.ndarray, profile: dict, nodata: int | None = None) -> None:
     """Write a (H, W) mask or (C, H, W) stack as a GeoTIFF with the source's georeferencing;
     `nodata` is the mask value that marks pixels without data (the source's own nodata value
@@ -398,12 +510,7 @@ def write_geo_mask(path: str | Path, mask: np.ndarray, profile: dict, nodata: in
             f"cannot write {path} georeferenced: install the geo extra (pip install 'unetkit[geo]')"
         ) from None
     stack = mask[None] if mask.ndim == 2 else mask
-    profile = {**profile, "count": stack.shape[0], "dtype": stack.dtype.name, "driver": "GTiff",
-               "height": stack.shape[1], "width": stack.shape[2]}
-    for key in ("photometric", "nodata", "blockxsize", "blockysize", "tiled", "interleave"):
-        profile.pop(key, None)  # describe the source's pixels, not the mask's
-    if nodata is not None:
-        profile["nodata"] = nodata
+    profile = _geo_mask_profile(profile, stack, nodata)
     with atomic_path(Path(path)) as temp, rasterio.open(temp, "w", **profile) as sink:
         sink.write(stack)
 
@@ -462,13 +569,15 @@ def _short(error: BaseException) -> str:
     return text[:120]
 
 
-def _read_pillow_image(path: Path, limit: int | None) -> tuple[np.ndarray, bool]:
-    with Image.open(path) as picture:
+def _read_pillow_image(path: Path, limit: int | None,
+                       source: Path | io.BytesIO | None = None) -> tuple[np.ndarray, bool]:
+    source = path if source is None else source
+    with Image.open(source) as picture:
         _check_pixels(path, picture.height, picture.width, limit)  # .size is the header's; nothing decoded yet
         picture.load()
         mode = picture.mode
-        if picture.format == "PNG" and mode in ("RGB", "RGBA") and _png_bit_depth(path) == 16:
-            return _read_png16_color(path), mode == "RGBA"
+        if picture.format == "PNG" and mode in ("RGB", "RGBA") and _png_bit_depth(source) == 16:
+            return _read_png16_color(source), mode == "RGBA"
         if mode == "P":
             has_alpha = "transparency" in picture.info
             picture = picture.convert("RGBA" if has_alpha else "RGB")
@@ -483,25 +592,30 @@ def _read_pillow_image(path: Path, limit: int | None) -> tuple[np.ndarray, bool]
     return array, mode in ("RGBA", "LA", "La", "RGBa")
 
 
-def _png_bit_depth(path: Path) -> int:
+def _png_bit_depth(path: Path | io.BytesIO) -> int:
     """The IHDR bit depth (byte 24); Pillow reads 16-bit colour PNGs as 8-bit, losing data."""
-    with open(path, "rb") as handle:
-        header = handle.read(25)
+    if isinstance(path, io.BytesIO):
+        header = path.getbuffer()[:25].tobytes()
+    else:
+        with open(path, "rb") as handle:
+            header = handle.read(25)
     return header[24] if len(header) == 25 and header[:8] == b"\x89PNG\r\n\x1a\n" else 8
 
 
-def _read_png16_color(path: Path) -> np.ndarray:
+def _read_png16_color(path: Path | io.BytesIO) -> np.ndarray:
     import cv2
 
-    array = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    raw = np.frombuffer(path.getbuffer(), np.uint8) if isinstance(path, io.BytesIO) else np.fromfile(path, np.uint8)
+    array = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
     if array is None:
         raise OSError("OpenCV could not decode it")
     order = [2, 1, 0] if array.shape[2] == 3 else [2, 1, 0, 3]
     return array[:, :, order]
 
 
-def _read_tiff_image(path: Path, limit: int | None) -> tuple[np.ndarray, bool, float | None]:
-    with tifffile.TiffFile(path) as tif:
+def _read_tiff_image(path: Path, limit: int | None,
+                     source: Path | io.BytesIO | None = None) -> tuple[np.ndarray, bool, float | None]:
+    with tifffile.TiffFile(path if source is None else source) as tif:
         _check_tiff_pixels(path, tif, limit)
         array, axes = _read_series(tif)
         page = tif.pages.first
@@ -606,12 +720,17 @@ __all__ = [
     "TIFF",
     "UnreadableFile",
     "atomic_path",
+    "encode_geo_mask",
+    "encode_mask_png",
+    "encode_mask_tiff",
     "image_size",
     "max_pixels",
     "nodata_mask",
     "pack_rgb",
     "read_geo_profile",
+    "read_geo_profile_bytes",
     "read_image",
+    "read_image_bytes",
     "read_image_nodata",
     "read_mask_raw",
     "set_max_pixels",

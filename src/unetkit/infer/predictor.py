@@ -125,6 +125,7 @@ class Predictor:
         names = list(names) if names is not None else [f"image {i + 1}" for i in range(len(images))]
         masks = list(nodata) if nodata is not None else [None] * len(images)
         prepared = [self.prepare(image, name, mask) for image, name, mask in zip(images, names, masks)]
+        prepared = [(_with_nan(image, nodata), nodata) for image, nodata in prepared]
         results: list[np.ndarray | None] = [None] * len(prepared)
         whole: dict[tuple[int, ...], list[int]] = {}
         for index, (image, nodata) in enumerate(prepared):
@@ -220,9 +221,7 @@ class Predictor:
 
     def _probabilities(self, image: np.ndarray, name: str, nodata: np.ndarray | None) -> np.ndarray:
         """(K, H, W) of a prepared image; pixels in `nodata` enter the network as the band mean."""
-        if nodata is not None and image.dtype.kind != "f":
-            image = image.astype(np.float32)
-            image[nodata] = np.nan
+        image = _with_nan(image, nodata)
         height, width = image.shape[:2]
         grid = self._grid(height, width)
         total = np.zeros((self.record.num_outputs, height, width), np.float32)
@@ -443,6 +442,16 @@ def _add(total: np.ndarray, grid: TileGrid, tile: Tile, probs: np.ndarray) -> No
         window += probs
     else:
         window += probs * grid.weight(tile)
+
+
+def _with_nan(image: np.ndarray, nodata: np.ndarray | None) -> np.ndarray:
+    """`image` with NaN where it has no data, so that every path feeds those pixels to the
+    network as the band mean (an integer image becomes float32 only when it has no-data pixels)."""
+    if nodata is None or (image.dtype.kind == "f" and np.isnan(image[nodata]).all()):
+        return image
+    image = image.astype(np.float32)
+    image[nodata] = np.nan
+    return image
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:
