@@ -1,6 +1,7 @@
 """unetkit: U-Net semantic segmentation for microscopy, medical, satellite and road-scene images.
 
 The public API: `UNet` (the network) and `UNetOptions`, `train(config) -> Run`,
+`plan(data, minutes) -> Plan` (the recipe a time budget gets),
 `evaluate(model, data) -> dict`, `load(path) -> (model, meta)`, `predict(model, image) -> mask`
 (and `Predictor` for repeated calls), and `decode` / `probabilities` for logits. Names load
 on first use, so `import unetkit` (and `unetkit --help`) costs no torch until one is needed.
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 from unetkit.errors import UnetkitError
 
 if TYPE_CHECKING:
-    from unetkit.api import train
+    from unetkit.api import plan, train
     from unetkit.infer import Predictor, predict
     from unetkit.infer.evaluate import evaluate
     from unetkit.model.store import load
@@ -41,7 +42,8 @@ _LAZY = {
 
 
 class _Package(types.ModuleType):
-    """`unetkit.train` is the public function, and also the name of the training stage's package.
+    """`unetkit.train` is the public function, and also the name of the training stage's package
+    (`unetkit.plan` likewise).
     Importing that package makes Python bind it as this module's attribute `train`; the setter
     keeps it aside, so `unetkit.train(...)` stays the function and importing unetkit loads no
     training code."""
@@ -55,6 +57,16 @@ class _Package(types.ModuleType):
     @train.setter
     def train(self, package: types.ModuleType) -> None:
         self.__dict__["_train_package"] = package
+
+    @property
+    def plan(self):  # noqa: ANN201  (the same for `unetkit.plan`, the function and the package)
+        from unetkit.api import plan
+
+        return plan
+
+    @plan.setter
+    def plan(self, package: types.ModuleType) -> None:
+        self.__dict__["_plan_package"] = package
 
 
 sys.modules[__name__].__class__ = _Package
@@ -82,6 +94,7 @@ __all__ = [
     "decode",
     "evaluate",
     "load",
+    "plan",
     "predict",
     "probabilities",
     "summarize",

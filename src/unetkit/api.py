@@ -1,7 +1,8 @@
-"""The public API, as `import unetkit` offers it: train, evaluate, load, predict, Predictor.
+"""The public API, as `import unetkit` offers it: train, plan, evaluate, load, predict, Predictor.
 
 It sits on top of the stages, like the CLI: training here also draws RUN_DIR/progress.png
-after every epoch (drawing is report/'s job, so the trainer itself imports no plotting).
+after every epoch (drawing is report/'s job, so the trainer itself imports no plotting), and
+`plan` joins the data check, the fingerprint and the planner.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from unetkit.plan.planner import Plan
     from unetkit.train.config import TrainConfig
     from unetkit.train.trainer import Run
 
@@ -22,3 +26,23 @@ def train(config: TrainConfig | dict[str, Any] | None = None, **overrides: Any) 
 
     runtime.configure()
     return train_run(config, on_epoch=draw_progress, **overrides)
+
+
+def plan(data: str | Path, minutes: float, *, device: str = "auto", **given: Any) -> Plan:
+    """The recipe `unetkit train --data DATA --minutes N` would train with on this machine
+    (`plan.to_text()`, `plan.to_dict()`); `given` are TrainConfig settings you fix yourself
+    (they win over the plan)."""
+    from unetkit import runtime
+    from unetkit.data.dataset import checked_dataset
+    from unetkit.model.device import pick_device
+    from unetkit.plan.fingerprint import fingerprint
+    from unetkit.plan.planner import make_plan
+    from unetkit.train.config import TrainConfig
+
+    runtime.configure()
+    config = TrainConfig.from_dict({"data": str(data), "minutes": minutes, **given}, source="plan()").validate()
+    report = checked_dataset(data, val_fraction=config.val_fraction, seed=config.seed, task=config.task,
+                             include_alpha=config.include_alpha, ignore_nodata=config.ignore_nodata)
+    found = fingerprint(data, report, seed=config.seed, val_fraction=config.val_fraction)
+    chosen = {k: getattr(config, k) for k in given}
+    return make_plan(found, minutes, pick_device(device), chosen, config.optimizer)

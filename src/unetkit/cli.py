@@ -373,12 +373,45 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     add_max_pixels(evaluate)
     evaluate.leaf(_run_evaluate)
 
+    plan = commands.add_parser(
+        "plan", help="the recipe `train --minutes N` would use on this machine, with the reasons (no training)",
+        description="Reads the data set (the data check and its fingerprint: sizes, bands, classes, objects), "
+        "measures training steps of candidate networks on this machine (cached), and prints the recipe that "
+        "fits N minutes, each choice with its reason. Training flags given here win over the plan, as in train.")
+    plan.add_argument("--data", required=True, help="the data set folder")
+    plan.add_argument("--minutes", type=float, required=True, help="the time budget of the whole run, in minutes")
+    plan.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                      help="plan for this device (default auto: cuda, then mps, then cpu)")
+    plan.add_argument("--set", dest="settings", nargs="*", default=[], metavar="NAME=VALUE",
+                      help="training settings you fix yourself, e.g. --set base_channels=32 patch_size=256")
+    plan.add_argument("--json", action="store_true", help="print the plan (fingerprint, probe, recipe) as JSON")
+    plan.leaf(_run_plan)
+
     report = commands.add_parser("report", help="write RUN_DIR/report.html: curves, scores, worst samples")
     report.add_argument("run_dir", help="the --out folder of `unetkit train`")
     report.add_argument("--data", help="the data set (default: the one the run was trained on)")
     report.add_argument("--samples", type=int, default=12, help="validation samples to show, worst first (default 12)")
     report.add_argument("--overwrite", action="store_true", help="replace RUN_DIR/report.html if it exists")
     report.leaf(_run_report)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from unetkit.api import plan
+    from unetkit.plan.fingerprint import Fingerprint
+
+    given = {}
+    for item in args.settings:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise UnetkitError(f"--set {item!r}: write NAME=VALUE, e.g. --set base_channels=32.")
+        given[name.replace("-", "_")] = value
+    recipe = plan(args.data, args.minutes, device=args.device, **given)
+    if args.json:
+        print_json(recipe.to_dict())
+    else:
+        print(Fingerprint.from_dict(recipe.fingerprint).to_text())
+        print(recipe.to_text())
+    return 0
 
 
 def _run_report(args: argparse.Namespace) -> int:

@@ -32,8 +32,8 @@ DEFAULT_LR = {"adamw": 3e-3, "sgd": 1e-2}
 # trains well on 2 CPU cores in minutes (BENCHMARKS.md); raise it on a GPU.
 TRAIN_MODEL_DEFAULTS = {"base_channels": 16}
 # What `--resume` may change: how long and how visibly to go on, not what is being trained.
-CHANGEABLE_ON_RESUME = ("epochs", "max_minutes", "progress", "workers", "device", "val_every", "early_stopping",
-                        "compile", "data", "max_pixels")
+CHANGEABLE_ON_RESUME = ("epochs", "minutes", "max_minutes", "progress", "workers", "device", "val_every",
+                        "early_stopping", "compile", "data", "max_pixels")
 
 
 def setting(default: Any, help: str, choices: tuple | None = None, default_text: str | None = None) -> Any:
@@ -110,7 +110,13 @@ class TrainConfig(ModelSettings):  # type: ignore[misc, valid-type]
     epochs: int = setting(50, "epochs to train (raise it with --resume to go on)")
     steps_per_epoch: int | None = setting(None, "optimisation steps per epoch",
                                           default_text="one pass over the training split")
-    max_minutes: float | None = setting(None, "stop after this many minutes of training, keeping the checkpoints",
+    minutes: float | None = setting(None, "a time budget: plan the whole recipe (network width and depth, patch, "
+                                    "batch, precision, steps, schedule, augmentation) from the data and a measurement "
+                                    "of this machine so that training, validation included, ends after this many "
+                                    "minutes; every setting you give yourself wins over the plan (see `unetkit plan`)",
+                                    default_text="none: the fixed defaults")
+    max_minutes: float | None = setting(None, "stop after this many minutes of training, keeping the checkpoints "
+                                        "(the schedule is not shortened: for that, use --minutes)",
                                         default_text="no limit")
     val_every: int = setting(1, "validate every N epochs (and after the last)")
     early_stopping: int | None = setting(None, "stop after N validations without a better score",
@@ -153,6 +159,8 @@ class TrainConfig(ModelSettings):  # type: ignore[misc, valid-type]
             _range("grad_clip", self.grad_clip, 0.0, None, low_open=True)
         if self.max_minutes is not None:
             _range("max_minutes", self.max_minutes, 0.0, None, low_open=True)
+        if self.minutes is not None:
+            _range("minutes", self.minutes, 0.0, None, low_open=True)
         if self.workers is not None:
             _range("workers", self.workers, 0, None)
         if self.class_weights is not None:

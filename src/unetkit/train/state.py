@@ -25,9 +25,14 @@ KEYS = ("epoch", "best", "best_epoch", "stale", "optimizer", "scheduler", "scale
 
 
 def capture(epoch: int, best: float | None, best_epoch: int | None, stale: int, optimizer: Any, scheduler: Any,
-            scaler: Any) -> dict[str, Any]:
-    """The state to save with the weights after `epoch` epochs."""
+            scaler: Any, *, step: int | None = None, total_steps: int | None = None,
+            budget_spent: float | None = None) -> dict[str, Any]:
+    """The state to save with the weights after `epoch` epochs (and `step` steps; with a time
+    budget, the steps it now holds and the seconds of it already spent)."""
     return {
+        "step": step,
+        "total_steps": total_steps,
+        "budget_spent": budget_spent,
         "epoch": epoch,
         "best": best,
         "best_epoch": best_epoch,

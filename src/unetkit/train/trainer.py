@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import math
 import random
 import sys
@@ -26,6 +27,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
 from unetkit import progress, runtime
+from unetkit.atomic import atomic_write_text
 from unetkit.errors import UnetkitError
 from unetkit.infer.evaluate import Tally, rand_objects_for, score, summarize
 from unetkit.infer.predictor import Predictor
@@ -39,12 +41,17 @@ from unetkit.model.device import (
 from unetkit.model.record import InputRange, SavedModel
 from unetkit.model.store import load, save_model
 from unetkit.nn import UNet, UNetOptions, fused
+from unetkit.plan.planner import VALIDATION_SHARE
 from unetkit.plan.probe import make_adamw, training_precision
 from unetkit.train import run_folder, state
 from unetkit.train.config import DEFAULT_LOSS, TrainConfig
 from unetkit.train.losses import SegmentationLoss, unet_weight_map
 
 OnEpoch = Callable[[Path], None]  # called with the run folder after each epoch's files are written
+PLAN_FILE = "plan.json"
+# What the planner chooses (a flag the user gives for one of these wins over the plan).
+PLANNED = ("depth", "patch_size", "batch_size", "precision", "base_channels", "steps_per_epoch", "epochs",
+           "schedule", "warmup_steps", "optimizer", "lr", "flips", "augment", "class_weights")
 
 
 @dataclass
@@ -179,13 +186,18 @@ class Trainer:
         self.input_range = InputRange(report.input_dtype, _maybe_tuple(report.band_low), _maybe_tuple(report.band_high))
         if not self.splits.get("train"):
             raise UnetkitError(f"{c.data}: the training split is empty; add images or check splits/train.txt.")
+        self.plan = self._plan(report) if c.minutes else None
+        c = self.config
         spec = self.spec
         self.options = UNetOptions(in_channels=spec.in_channels, num_classes=spec.num_outputs, **c.model_options())
         if c.precision == "auto":
             self.precision, self.precision_reason = training_precision(self.options, c.patch_size,
                                                                        max(1, c.batch_size // self.world), self.device)
         else:
-            self.precision, self.precision_reason = pick_precision(c.precision, self.device, training=True), "asked"
+            planned = next((ch.reason for ch in self.plan.choices if ch.setting == "precision"), None) \
+                if self.plan is not None else None
+            self.precision = pick_precision(c.precision, self.device, training=True)
+            self.precision_reason = f"planned: {planned}" if planned else "asked"
         if c.class_weights is not None and len(c.class_weights) != spec.num_outputs:
             raise UnetkitError(
                 f"--class_weights has {len(c.class_weights)} values but the data has {spec.num_outputs} "
@@ -249,8 +261,10 @@ class Trainer:
             self.optimizer = torch.optim.SGD(
                 params, lr=c.learning_rate, momentum=c.momentum, nesterov=True, weight_decay=c.weight_decay
             )
-        total = c.epochs * self.steps_per_epoch
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(c.schedule, c.warmup_steps, total))
+        self.budget = c.minutes * 60.0 if c.minutes else None
+        self.total_steps = c.epochs * self.steps_per_epoch  # with a budget, re-estimated after every epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _schedule(c.schedule, c.warmup_steps, lambda: self.total_steps))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         # the same network, with the transposed convs written straight into the concatenations on the CPU
         self.network: torch.nn.Module = fused.training_network(self.model) if self.saves_models else self.model
@@ -261,14 +275,58 @@ class Trainer:
         if c.compile:
             self.network = torch.compile(self.network)
 
+    def _plan(self, report: Any) -> Any:
+        """With --minutes: the recipe for the budget, planned by rank 0 (once: a resumed run goes
+        on with its plan.json), applied to every setting the user did not give."""
+        from unetkit.plan.planner import Plan, make_plan
+
+        path = self.out / PLAN_FILE
+        plan: Plan | str | None = None
+        if path.is_file():
+            plan = Plan.from_dict(json.loads(path.read_text()))
+        elif self.is_main:
+            from unetkit.plan.fingerprint import fingerprint
+
+            try:
+                found = fingerprint(self.config.data, report, seed=self.config.seed,
+                                    val_fraction=self.config.val_fraction)
+                plan = make_plan(found, self.config.minutes, self.device, self._given(), self.config.optimizer)
+            except UnetkitError as error:
+                plan = str(error)
+        if self.world > 1:
+            payload = [plan]
+            dist.broadcast_object_list(payload, src=0)
+            plan = payload[0]
+        if isinstance(plan, str):
+            raise UnetkitError(plan)
+        assert plan is not None
+        given = getattr(self.config, "given", frozenset())
+        settings = {k: v for k, v in plan.settings.items() if k not in self._given()}
+        self.config = dataclasses.replace(self.config, **settings).validate()
+        self.config.given = frozenset(given)
+        if self.is_main and not path.is_file():
+            atomic_write_text(path, json.dumps(plan.to_dict(), indent=2))
+            self._say(plan.to_text())
+        return plan
+
+    def _given(self) -> dict[str, Any]:
+        """The planned settings the user chose. A config read back from a run's config.yaml
+        counts every setting as given, so there only those that differ from the defaults count."""
+        c = self.config
+        names = c.explicit() if not c.resume else {
+            f.name for f in dataclasses.fields(c) if getattr(c, f.name) != f.default}
+        return {name: getattr(c, name) for name in names if name in PLANNED}
+
     def record(self, epoch: int | None = None, metrics: dict[str, Any] | None = None) -> SavedModel:
         """The saved model's record: what prediction needs to read new images as training did."""
         c = self.config
         options = getattr(self.model, "options", None) or self.options
         scores = {k: v for k, v in metrics.items() if k != "per_image"} if metrics else None
+        plan = self.plan.to_dict() if getattr(self, "plan", None) is not None else None
         return SavedModel(options=options, task=self.spec.task, threshold=c.threshold, data=self.spec,
                           input=self.input_range, patch_size=c.patch_size, seed=c.seed, val_fraction=c.val_fraction,
-                          epoch=epoch, scores=scores, source=str(self.out / "best") if self.out else "the model")
+                          epoch=epoch, plan=plan, scores=scores,
+                          source=str(self.out / "best") if self.out else "the model")
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -282,77 +340,109 @@ class Trainer:
 
     def _fit(self) -> Run:
         self._claim()
-        c = self.config
         self._build()
+        c = self.config
         start_epoch, best, best_epoch, history, stale = 0, None, None, [], 0
+        step, spent = 0, 0.0
         if self.resume_from is not None:
-            start_epoch, best, best_epoch, history, stale = self._restore(self.resume_from)
+            start_epoch, best, best_epoch, history, stale, step, spent = self._restore(self.resume_from)
         if self.is_main:
             self.resolved_config().write_yaml(self.out / run_folder.CONFIG_FILE)
         self._say(
             f"training a U-Net ({self.spec.task}, {self.spec.in_channels} band(s) -> {self.spec.num_outputs} "
             f"output(s)) on {len(self.splits['train'])} images, validating on {len(self.splits.get('val') or [])}; "
             f"{self.device.type} {self.precision} ({self.precision_reason}), {self.steps_per_epoch} steps/epoch x "
-            f"{c.epochs} epochs"
+            f"{self.epochs_planned()} epochs" + (f" in {c.minutes:g} minutes" if self.budget else "")
             + (f", resuming after epoch {start_epoch}" if start_epoch else "")
         )
         started = time.monotonic()
+        self.deadline = started + (self.budget - spent) if self.budget else None
         info = self._run_info(history)
-        stopped = "completed" if start_epoch < c.epochs else f"already trained for {start_epoch} epochs"
-        done = start_epoch
-        for epoch in range(start_epoch, c.epochs):
-            train_loss, images, seconds, out_of_time = self._train_epoch(epoch, started)
+        stopped = "completed" if step < self.total_steps else f"already trained for {start_epoch} epochs"
+        epoch, trained_steps, trained_seconds = start_epoch, 0, 0.0
+        while step < self.total_steps:
+            limit = min(self.steps_per_epoch, self.total_steps - step)
+            train_loss, images, seconds, out_of_time, steps = self._train_epoch(epoch, started, limit)
+            step, trained_steps, trained_seconds = step + steps, trained_steps + steps, trained_seconds + seconds
             row: dict[str, Any] = {
                 "epoch": epoch + 1,
-                "step": (epoch + 1) * self.steps_per_epoch,
+                "step": step,
                 "train_loss": train_loss,
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "seconds": round(seconds, 3),
                 "images_per_s": round(images / max(seconds, 1e-9), 3),
             }
+            check_started = time.monotonic()
             metrics = None
-            if (epoch + 1) % c.val_every == 0 or epoch + 1 == c.epochs or out_of_time:
-                val_started = time.monotonic()
+            last = step >= self.total_steps or out_of_time
+            if (epoch + 1) % c.val_every == 0 or last:
                 metrics = self.validate()
                 row.update(
                     val_loss=metrics["loss"], val_dice=metrics["headline"], val_iou=metrics["mean_iou_fg"],
-                    val_pixel_accuracy=metrics["pixel_accuracy"], val_seconds=round(time.monotonic() - val_started, 3),
+                    val_pixel_accuracy=metrics["pixel_accuracy"], val_seconds=round(time.monotonic() - check_started, 3),
                 )
             history.append(row)
-            done = epoch + 1
+            epoch += 1
             improved = metrics is not None and metrics["headline"] is not None and (
                 best is None or metrics["headline"] > best
             )
             if improved:
-                best, best_epoch, stale = metrics["headline"], epoch + 1, 0
+                best, best_epoch, stale = metrics["headline"], epoch, 0
             elif metrics is not None:
                 stale += 1
             if out_of_time:
-                stopped = f"time limit: --max_minutes {c.max_minutes} reached after {done} of {c.epochs} epochs"
+                stopped = (f"time budget: --minutes {c.minutes:g} spent after {epoch} epochs" if self.budget else
+                           f"time limit: --max_minutes {c.max_minutes} reached after {epoch} of {c.epochs} epochs")
             elif c.early_stopping and stale >= c.early_stopping:
                 stopped = f"early stopping: {stale} validations without a better score (--early_stopping)"
+            elif step >= self.total_steps and self.budget:
+                stopped = f"completed: the {c.minutes:g}-minute plan's {step:,} steps"
+            used = spent + time.monotonic() - started
             if self.is_main:
                 run_folder.write_history(self.out, history)
                 if self.saves_models:
-                    record = self.record(epoch + 1, metrics)
+                    record = self.record(epoch, metrics)
                     if improved:
                         save_model(self.out / "best", self.model, record)
-                    resume = state.capture(epoch + 1, best, best_epoch, stale, self.optimizer, self.scheduler,
-                                           self.scaler)
+                    resume = state.capture(epoch, best, best_epoch, stale, self.optimizer, self.scheduler,
+                                           self.scaler, step=step, total_steps=self.total_steps,
+                                           budget_spent=used)
                     save_model(self.out / "last", self.model, record, extra=state.writer(resume))
-                info.update(epochs_done=done, best_epoch=best_epoch, best_metric=best, stopped=stopped,
+                info.update(epochs_done=epoch, epochs_planned=self.epochs_planned(), best_epoch=best_epoch,
+                            best_metric=best, stopped=stopped, steps_done=step,
                             training_seconds=round(info["training_seconds"] + seconds, 3),
-                            finished=_now() if done == c.epochs or stopped != "completed" else None)
+                            budget_seconds_spent=round(used, 1) if self.budget else None,
+                            finished=_now() if step >= self.total_steps or stopped != "completed" else None)
                 run_folder.write_run_info(self.out, info)
                 if self.on_epoch is not None:
                     self.on_epoch(self.out)
-            self._say(_epoch_line(row, c.epochs, improved))
-            if stopped != "completed":
+            if self.budget and not last:
+                self._replan(step, trained_steps, trained_seconds, time.monotonic() - check_started, started, spent)
+            self._say(_epoch_line(row, self.epochs_planned(), improved))
+            if stopped != "completed" and not stopped.startswith("completed:"):
                 break
         if self.world > 1:
             dist.barrier()
         self._say(f"stopped: {stopped}")
-        return Run(self.out, best, best_epoch, done, stopped, history, self.is_main, c.epochs)
+        return Run(self.out, best, best_epoch, epoch, stopped, history, self.is_main, self.epochs_planned())
+
+    def epochs_planned(self) -> int:
+        return max(1, math.ceil(self.total_steps / self.steps_per_epoch))
+
+    def _replan(self, step: int, trained_steps: int, trained_seconds: float, check_seconds: float, started: float,
+                spent: float) -> None:
+        """With a time budget: the steps that still fit it, from this run's measured rates (a step,
+        and a validation with its checkpoints), keeping the last validation's cost in hand. The
+        poly schedule follows the new total, so the learning rate reaches its end with the budget."""
+        per_step = trained_seconds / max(1, trained_steps)
+        remaining = self.budget - (spent + time.monotonic() - started) - check_seconds
+        steps_left = remaining / (per_step + check_seconds / self.steps_per_epoch) if remaining > 0 else 0.0
+        total = step + max(0, int(steps_left))
+        if self.world > 1:  # every process must stop at the same step
+            agreed = torch.tensor([total], dtype=torch.float64)
+            dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+            total = int(agreed.item())
+        self.total_steps = total
 
     def resolved_config(self) -> TrainConfig:
         """The config as this run uses it: task, loss, learning rate and workers decided, not None."""
@@ -383,16 +473,19 @@ class Trainer:
             "torch": torch.__version__,
         }
 
-    def _train_epoch(self, epoch: int, started: float) -> tuple[float, int, float, bool]:
+    def _train_epoch(self, epoch: int, started: float, limit: int) -> tuple[float, int, float, bool, int]:
+        """Up to `limit` steps of epoch `epoch`: (mean loss, images, seconds, out of time, steps)."""
         c = self.config
         self.network.train()
         self.sampler.set_epoch(epoch)
         self.train_set.set_epoch(epoch)
         t0 = time.monotonic()
-        total_loss, images, out_of_time = 0.0, 0, False
-        bar = progress.bar(len(self.train_loader), f"epoch {epoch + 1}/{c.epochs}", "step",
+        total_loss, images, out_of_time, steps = 0.0, 0, False, 0
+        bar = progress.bar(limit, f"epoch {epoch + 1}/{self.epochs_planned()}", "step",
                            enabled=c.progress and self.is_main and sys.stderr.isatty())
         for batch in self.train_loader:
+            if steps >= limit:
+                break
             x = batch["image"].to(self.device, non_blocking=True)
             if c.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -423,11 +516,13 @@ class Trainer:
             self.scheduler.step()
             total_loss += loss.item() * x.shape[0]
             images += x.shape[0]
+            steps += 1
             if bar is not None:
                 elapsed = time.monotonic() - t0
                 bar.set_postfix(loss=f"{total_loss / images:.4f}", img_s=f"{images * self.world / elapsed:.1f}")
                 bar.update(1)
-            if c.max_minutes and time.monotonic() - started > c.max_minutes * 60:
+            now = time.monotonic()
+            if (c.max_minutes and now - started > c.max_minutes * 60) or (self.deadline and now > self.deadline):
                 out_of_time = True
                 break
         if bar is not None:
@@ -435,7 +530,11 @@ class Trainer:
         sums = torch.tensor([total_loss, float(images)], dtype=torch.float64)
         if self.world > 1:
             dist.all_reduce(sums)
-        return float(sums[0] / sums[1].clamp_min(1)), int(sums[1]), time.monotonic() - t0, out_of_time
+        if self.world > 1:
+            flag = torch.tensor([float(out_of_time)])
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # one process out of time stops them all
+            out_of_time = bool(flag.item())
+        return float(sums[0] / sums[1].clamp_min(1)), int(sums[1]), time.monotonic() - t0, out_of_time, steps
 
     def validate(self) -> dict[str, Any]:
         """Loss and scores over the whole validation split, of exactly what `unetkit predict`
@@ -461,7 +560,7 @@ class Trainer:
 
     # --- state ------------------------------------------------------------------------------
 
-    def _restore(self, folder: Path) -> tuple[int, float | None, int | None, list[dict[str, Any]], int]:
+    def _restore(self, folder: Path) -> tuple[int, float | None, int | None, list[dict[str, Any]], int, int, float]:
         saved = state.read(folder)
         model, meta = load(folder)
         before = meta.get("data") or {}
@@ -477,9 +576,17 @@ class Trainer:
         state.restore(saved, folder / state.RESUME_FILE, self.optimizer, self.scheduler, self.scaler)
         epoch = int(saved["epoch"])
         history = run_folder.read_history(self.out, epoch)
-        if epoch >= self.config.epochs:
-            self._say(f"{self.out}: already trained for {epoch} epochs; raise --epochs to train further.")
-        return epoch, saved["best"], saved["best_epoch"], history, int(saved["stale"])
+        step = int(saved["step"]) if saved.get("step") is not None else epoch * self.steps_per_epoch
+        spent = float(saved.get("budget_spent") or 0.0)
+        if self.budget:  # what is left of the budget (which --minutes may have raised), at the rate measured so far
+            trained = [row.get("seconds") or 0.0 for row in history]
+            per_step = sum(trained) / step if step and sum(trained) else self.plan.estimate["step_seconds"]
+            remaining = (self.budget - spent) * (1 - VALIDATION_SHARE)
+            self.total_steps = step + max(0, int(remaining / per_step))
+        if step >= self.total_steps:
+            more = "raise --minutes" if self.budget else "raise --epochs"
+            self._say(f"{self.out}: already trained for {epoch} epochs; {more} to train further.")
+        return epoch, saved["best"], saved["best_epoch"], history, int(saved["stale"]), step, spent
 
     def _say(self, text: str) -> None:
         if self.is_main:
@@ -493,13 +600,14 @@ def default_workers() -> int:
     return 0 if cores <= 2 else min(4, max(1, cores // 4))
 
 
-def _schedule(kind: str, warmup: int, total: int):
-    """Learning-rate factor per step: linear warm-up, then poly (1 - t)^0.9, cosine or flat."""
+def _schedule(kind: str, warmup: int, total: Callable[[], int]):
+    """Learning-rate factor per step: linear warm-up, then poly (1 - t)^0.9, cosine or flat;
+    `total()` is the planned number of steps, which a time budget may move as training goes."""
 
     def factor(step: int) -> float:
         if warmup and step < warmup:
             return (step + 1) / warmup
-        t = min(1.0, (step - warmup) / max(1, total - warmup))
+        t = min(1.0, (step - warmup) / max(1, total() - warmup))
         if kind == "poly":
             return (1 - t) ** 0.9
         if kind == "cosine":

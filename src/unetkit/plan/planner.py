@@ -1,0 +1,195 @@
+"""The planner: a whole training recipe from the data's fingerprint, the machine and a time budget.
+
+Each rule follows a property of the data or a measurement, never one data set's numbers:
+- patch toward the median image's shorter side (nnU-Net's 2D rule), at most what one step
+  of the device handles well (256 px on a CPU, 512 on a GPU), and at least twice the large
+  objects' diameter, so that objects and their surroundings fit whole;
+- depth: pool while the bottleneck keeps at least 8 px a side (the deepest the patch allows,
+  so the receptive field is as wide as the patch lets it be: large objects widen the patch);
+- batch: about 2^17 pixels a step on a CPU (2^20 on a GPU), at least 2 (batch norm);
+- precision: measured (`probe.training_precision`);
+- width: the widest network (base 8 to 64) that still gets MIN_STEPS optimisation steps in the
+  time, from measured step times: a larger network only where it will be trained enough;
+- steps: what the budget holds once validation (about a tenth) and checkpoints are paid,
+  with the poly schedule planned to end exactly there (the trainer re-estimates as it goes);
+- augmentation: mirrors only for images with an up (classes at fixed heights), every flip and
+  turn otherwise; loss: the task's default, with class weights when a class is rare.
+Any setting the user gave wins, and the plan says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from unetkit.nn.options import UNetOptions
+from unetkit.plan.fingerprint import Fingerprint
+from unetkit.plan.probe import step_cost, training_precision
+
+MIN_STEPS = 2000  # optimisation steps a wider network must still get, else a narrower one is trained
+WIDTHS = (8, 16, 32, 64)
+VALIDATION_SHARE = 0.1  # of the budget, at most, spent validating
+VALIDATIONS = (4, 25)  # how many validations a run gets (each one also writes the checkpoints)
+CPU_PIXELS_PER_STEP, GPU_PIXELS_PER_STEP = 2**17, 2**20
+CPU_MAX_PATCH, GPU_MAX_PATCH = 256, 512
+LR = 3e-3  # AdamW, the trainer's measured default
+
+
+@dataclass
+class Choice:
+    """One setting of the recipe, and why."""
+
+    setting: str
+    value: Any
+    reason: str
+    given: bool = False
+
+
+@dataclass
+class Plan:
+    """The recipe for `minutes` of training on this data and machine; `settings` are TrainConfig fields."""
+
+    minutes: float
+    device: str
+    settings: dict[str, Any]
+    choices: list[Choice]
+    estimate: dict[str, Any]
+    fingerprint: dict[str, Any]
+    probe: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> str:
+        e = self.estimate
+        return (f"{self.minutes:g} minutes on {self.device}: about {e['steps']:,} steps of {e['step_seconds']:.3f} s "
+                f"({e['images_seen']:,} images seen), {e['validations']} validations")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"minutes": self.minutes, "device": self.device, "summary": self.summary, "settings": self.settings,
+                "choices": [asdict(c) for c in self.choices], "estimate": self.estimate,
+                "fingerprint": self.fingerprint, "probe": self.probe}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Plan:
+        return cls(values["minutes"], values["device"], values["settings"],
+                   [Choice(**c) for c in values.get("choices", [])], values["estimate"], values["fingerprint"],
+                   values.get("probe", {}))
+
+    def to_text(self) -> str:
+        width = max(len(c.setting) for c in self.choices)
+        lines = [f"plan: {self.summary}"]
+        for c in self.choices:
+            lines.append(f"  {c.setting:<{width}}  {_show(c.value):<12} {'(given) ' if c.given else ''}{c.reason}")
+        return "\n".join(lines)
+
+
+def make_plan(found: Fingerprint, minutes: float, device: torch.device, given: dict[str, Any] | None = None,
+              optimizer: str = "adamw") -> Plan:
+    """The recipe for `minutes` of training on the data `found` describes, on `device`;
+    `given` are the settings the user chose (they are kept as they are)."""
+    given = dict(given or {})
+    choices: list[Choice] = []
+    gpu = device.type == "cuda"
+
+    def choose(setting: str, value: Any, reason: str) -> Any:
+        if setting in given:
+            choices.append(Choice(setting, given[setting], "you gave it", True))
+            return given[setting]
+        choices.append(Choice(setting, value, reason))
+        return value
+
+    side = min(found.median_size)
+    cap = GPU_MAX_PATCH if gpu else CPU_MAX_PATCH
+    objects = math.sqrt(4 * found.object_area_p90 / math.pi) if found.object_area_p90 else 0.0
+    target = min(side, cap)
+    if objects and 2 * objects > target:
+        target = min(max(side, 2 * objects), 2 * cap)
+    depth_reason = "the bottleneck keeps at least 8 px a side"
+    depth = max(2, min(5, int(math.log2(max(target, 32) / 8))))
+    depth = choose("depth", depth, f"{depth_reason} of a {int(target)} px patch")
+    multiple = 2**depth
+    patch = max(multiple, int(target) // multiple * multiple)
+    why = (f"toward the median image's {side} px shorter side, at most {cap} px on a {'GPU' if gpu else 'CPU'}"
+           + (f", and twice the large objects' {objects:.0f} px" if objects and 2 * objects > min(side, cap) else ""))
+    patch = choose("patch_size", patch, why)
+    pixels = GPU_PIXELS_PER_STEP if gpu else CPU_PIXELS_PER_STEP
+    batch = choose("batch_size", max(2, min(32, round(pixels / patch**2))),
+                   f"about {pixels:,} pixels a step (at least 2 images, for batch norm)")
+    budget = minutes * 60.0
+    classes = 1 if found.task == "binary" else len(found.classes)
+
+    def options(base: int) -> UNetOptions:
+        return UNetOptions(in_channels=found.bands, num_classes=classes, depth=depth, base_channels=base,
+                           **{k: given[k] for k in ("up_mode", "norm", "dropout", "padding") if k in given})
+
+    precision = given.get("precision", "auto")
+    if precision == "auto":
+        precision, why_precision = training_precision(options(int(given.get("base_channels", 16))), patch, batch,
+                                                      device)
+        choose("precision", precision, why_precision)
+    else:
+        choose("precision", precision, "you gave it")
+    train_seconds = budget * (1 - VALIDATION_SHARE) * 0.97  # 3 %: checkpoints and the last validation's margin
+    measured: dict[int, float] = {}
+    widths = [int(given["base_channels"])] if "base_channels" in given else list(WIDTHS)
+    for base in widths:
+        measured[base] = step_cost(options(base), patch, batch, precision, device, steps=2).seconds
+        if train_seconds / measured[base] < MIN_STEPS:
+            break
+    fitting = [b for b, s in measured.items() if train_seconds / s >= MIN_STEPS]
+    base = max(fitting) if fitting else min(measured)
+    reason = (f"the widest network that gets at least {MIN_STEPS:,} steps in the time "
+              f"({train_seconds / measured[base]:,.0f} steps of {measured[base]:.3f} s)" if fitting
+              else f"even the narrowest gets only {train_seconds / measured[base]:,.0f} steps in the time")
+    base = choose("base_channels", base, reason)
+    step_seconds = measured[base]
+    steps = max(1, int(train_seconds / step_seconds))
+
+    validations, val_seconds = _validations(found, patch, batch, step_seconds, budget)
+    steps_per_epoch = max(1, steps // validations)
+    epochs = math.ceil(steps / steps_per_epoch)
+    choose("steps_per_epoch", steps_per_epoch, f"{validations} validations (each about {val_seconds:.1f} s, "
+                                               f"at most a tenth of the budget together)")
+    choose("epochs", epochs, "the steps the budget holds, re-estimated as training goes")
+    choose("schedule", "poly", "(1 - t)^0.9 over the planned steps: it reaches 0 when the budget ends")
+    choose("warmup_steps", min(200, steps // 33), "about 3 % of the steps")
+    choose("optimizer", optimizer, "AdamW")
+    choose("lr", LR if optimizer == "adamw" else 1e-2, "the trainer's measured default")
+    choose("flips", "horizontal" if found.has_up else "all",
+           f"the classes sit at fixed heights (vertical layout {found.vertical_layout:.2f}): mirror only"
+           if found.has_up else "no class keeps to a height: every flip and 90-degree turn")
+    choose("augment", "default", "scale, elastic, intensity: for data of any size")
+    rare = found.rare_classes
+    if found.task == "multiclass" and rare:
+        weights = [round(min(10.0, max(1.0, math.sqrt(0.01 / s))) if 0 < s < 0.01 else 1.0, 2)
+                   for s in found.class_shares]
+        choose("class_weights", weights, f"{', '.join(rare)} under 1 % of the pixels: weight 1/sqrt(share), "
+                                         "at most 10")
+    settings = {c.setting: c.value for c in choices if not c.given}
+    estimate = {"step_seconds": step_seconds, "steps": steps, "images_seen": steps * batch,
+                "validations": validations, "validation_seconds": val_seconds, "train_seconds": train_seconds,
+                "budget_seconds": budget, "measured_widths": {str(k): v for k, v in measured.items()}}
+    return Plan(minutes, device.type, settings, choices, estimate, found.to_dict(),
+                {"precision": precision, "step_seconds": measured})
+
+
+def _validations(found: Fingerprint, patch: int, batch: int, step_seconds: float, budget: float) -> tuple[int, float]:
+    """How many validations fit a tenth of the budget, and the estimate of one: the
+    predictor's tiles (twice the patch, half overlapping: about twice the pixels) at about a
+    third of a training step's cost per pixel."""
+    h, w = found.median_size
+    per_pixel = step_seconds / (3 * batch * patch**2)
+    seconds = max(0.05, found.val_pairs * h * w * 2.25 * per_pixel)
+    count = int(VALIDATION_SHARE * budget / seconds)
+    return max(VALIDATIONS[0], min(VALIDATIONS[1], count)), seconds
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+__all__ = ["Choice", "MIN_STEPS", "Plan", "make_plan"]

@@ -1,0 +1,106 @@
+"""The planner's choices on synthetic fingerprints and probes: each rule follows a property."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unetkit.plan import planner
+from unetkit.plan.fingerprint import Fingerprint
+from unetkit.plan.probe import StepCost
+
+
+def fingerprint(size=(512, 512), bands=1, classes=("background", "membrane"), shares=(0.78, 0.22), pairs=30,
+                area=400.0, vertical=0.0) -> Fingerprint:
+    return Fingerprint(
+        root="data", pairs=pairs, train_pairs=int(pairs * 0.8), val_pairs=pairs - int(pairs * 0.8),
+        median_size=size, min_size=size, max_size=size, bands=bands, dtype="uint8", mean=[0.0] * bands,
+        std=[1.0] * bands, task="binary" if len(classes) == 2 else "multiclass", classes=list(classes),
+        class_shares=list(shares), foreground_share=1 - shares[0], ignore_share=0.0, object_area_median=area,
+        object_area_p90=area * 2, object_diameter_median=(4 * area / 3.14159) ** 0.5,
+        object_thickness_median=10.0, objects_per_image=20.0, vertical_layout=vertical, horizontal_layout=0.01)
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """A fake machine: a step costs (pixels x width^2) times a device factor; bf16 measured faster."""
+    calls = []
+
+    def cost(options, patch, batch, precision, device, steps=3):
+        calls.append((options.base_channels, patch, batch))
+        factor = 1e-9 if device.type == "cpu" else 2e-11
+        seconds = factor * batch * patch**2 * (options.base_channels + 4) ** 2 * options.in_channels ** 0.1
+        return StepCost(seconds, batch / seconds, precision, True)
+
+    monkeypatch.setattr(planner, "step_cost", cost)
+    monkeypatch.setattr(planner, "training_precision", lambda *a: ("bf16", "measured faster (fake)"))
+    return calls
+
+
+def choice(plan, setting):
+    return next(c for c in plan.choices if c.setting == setting)
+
+
+def test_tiny_images_get_a_small_patch_and_depth(machine):
+    plan = planner.make_plan(fingerprint(size=(40, 48), area=30.0), 5, torch.device("cpu"))
+    assert plan.settings["patch_size"] <= 40 and plan.settings["depth"] == 2
+    assert plan.settings["patch_size"] % 2 ** plan.settings["depth"] == 0
+
+
+def test_large_images_get_a_patch_toward_their_size_within_the_cpu_cap(machine):
+    plan = planner.make_plan(fingerprint(size=(512, 512)), 20, torch.device("cpu"))
+    assert plan.settings["patch_size"] == 256 and plan.settings["depth"] == 5
+    assert plan.settings["batch_size"] == 2
+
+
+def test_large_objects_widen_the_patch(machine):
+    small = planner.make_plan(fingerprint(size=(1024, 1024), area=400.0), 20, torch.device("cpu"))
+    large = planner.make_plan(fingerprint(size=(1024, 1024), area=60000.0), 20, torch.device("cpu"))
+    assert large.settings["patch_size"] > small.settings["patch_size"]
+
+
+def test_width_follows_what_the_budget_can_train(machine):
+    short = planner.make_plan(fingerprint(), 2, torch.device("cpu"))
+    long = planner.make_plan(fingerprint(), 120, torch.device("cpu"))
+    assert short.settings["base_channels"] < long.settings["base_channels"]
+    assert long.estimate["steps"] >= planner.MIN_STEPS
+    assert "at least 2,000 steps" in choice(long, "base_channels").reason
+
+
+def test_a_gpu_gets_a_larger_recipe(machine):
+    cpu = planner.make_plan(fingerprint(size=(1024, 1024)), 10, torch.device("cpu"))
+    gpu = planner.make_plan(fingerprint(size=(1024, 1024)), 10, torch.device("cuda"))
+    for setting in ("patch_size", "base_channels"):
+        assert gpu.settings[setting] > cpu.settings[setting], setting
+    assert gpu.settings["batch_size"] * gpu.settings["patch_size"] ** 2 > \
+        cpu.settings["batch_size"] * cpu.settings["patch_size"] ** 2
+
+
+def test_many_bands_are_planned_like_any_other(machine):
+    plan = planner.make_plan(fingerprint(size=(256, 256), bands=13), 10, torch.device("cpu"))
+    assert plan.fingerprint["bands"] == 13 and plan.settings["patch_size"] == 256
+
+
+def test_rare_classes_get_weights_and_images_with_an_up_only_mirrors(machine):
+    classes = ("sky", "building", "road", "car", "sign")
+    plan = planner.make_plan(fingerprint(size=(256, 512), classes=classes, shares=(0.3, 0.3, 0.35, 0.045, 0.005),
+                                         vertical=0.6), 10, torch.device("cpu"))
+    weights = plan.settings["class_weights"]
+    assert weights[-1] > 1.0 and weights[:4] == [1.0, 1.0, 1.0, 1.0]
+    assert plan.settings["flips"] == "horizontal"
+
+
+def test_the_schedule_fills_the_budget_and_validation_stays_a_tenth(machine):
+    plan = planner.make_plan(fingerprint(), 10, torch.device("cpu"))
+    e = plan.estimate
+    assert e["steps"] * e["step_seconds"] <= 0.9 * 600 and e["steps"] * e["step_seconds"] >= 0.8 * 600
+    assert e["validations"] * e["validation_seconds"] <= 0.1 * 600 + 1e-6
+    assert plan.settings["epochs"] * plan.settings["steps_per_epoch"] >= e["steps"]
+
+
+def test_given_settings_win_and_the_plan_says_so(machine):
+    plan = planner.make_plan(fingerprint(), 10, torch.device("cpu"), given={"base_channels": 64, "patch_size": 128})
+    assert "base_channels" not in plan.settings and "patch_size" not in plan.settings
+    assert choice(plan, "base_channels").given and choice(plan, "base_channels").value == 64
+    assert {c[0] for c in machine} == {64} and {c[1] for c in machine} == {128}  # measured as given
+    assert "(given)" in plan.to_text()
