@@ -156,7 +156,8 @@ def test_backward_worked_example_shapes_and_gradient_split(capsys):
 def test_backward_numbers_are_the_torch_models(capsys):
     """The same seeded weights in `unetkit.UNet` give the printed loss and first-level gradient."""
     _, data = explain(capsys, "backward", "--seed", "3", "--up-mode", "bilinear")
-    config = dict(in_channels=1, num_classes=2, depth=2, base_channels=4, up_mode="bilinear", norm=None)
+    config = dict(in_channels=1, num_classes=2, depth=2, base_channels=4, up_mode="bilinear", norm=None,
+                  dropout=0.0, padding="same")
     model = UNet(**config).double()
     params = init_parameters(3, **config)
     with torch.no_grad():

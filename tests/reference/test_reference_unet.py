@@ -136,7 +136,8 @@ def test_the_skip_half_of_dl_dconcat_is_exactly_what_reaches_the_encoder_through
 
 
 def test_without_skips_no_gradient_goes_through_the_skip():
-    config = dict(in_channels=1, num_classes=2, depth=2, base_channels=4, up_mode="nearest", norm=None)
+    config = dict(in_channels=1, num_classes=2, depth=2, base_channels=4, up_mode="nearest", norm=None,
+                  dropout=0.0, padding="same")
     params = init_parameters(seed=3, **config)
     net = ReferenceUNet(params, **config, skips=False)
     out = net.forward(np.random.default_rng(0).normal(size=(1, 1, 8, 8)))
@@ -146,14 +147,26 @@ def test_without_skips_no_gradient_goes_through_the_skip():
         assert net.trace.encoder_grad[level]["deep"].any()
 
 
+def test_the_reference_takes_exactly_the_networks_options():
+    """The options are declared once (unetkit.nn.options); the reference reads the network's own."""
+    import inspect
+
+    from unetkit.nn.options import OPTION_NAMES
+
+    keyword = [n for n, p in inspect.signature(ReferenceUNet).parameters.items() if p.kind == p.KEYWORD_ONLY
+               and p.default is inspect.Parameter.empty]
+    assert keyword == list(OPTION_NAMES)
+
+
 def test_reference_refuses_what_it_does_not_mirror():
-    config = dict(in_channels=1, num_classes=2, depth=1, base_channels=2, up_mode="transpose", norm=None)
+    config = dict(in_channels=1, num_classes=2, depth=1, base_channels=2, up_mode="transpose", norm=None,
+                  dropout=0.0, padding="same")
     params = init_parameters(**config)
     with pytest.raises(ReferenceInputError, match="norm"):
         ReferenceUNet(params, **{**config, "norm": "group"})
     with pytest.raises(ReferenceInputError, match="dropout"):
-        ReferenceUNet(params, **config, dropout=0.1)
+        ReferenceUNet(params, **{**config, "dropout": 0.1})
     with pytest.raises(ReferenceInputError, match="missing"):
         ReferenceUNet({k: v for k, v in params.items() if k != "head.bias"}, **config)
     with pytest.raises(ReferenceInputError, match="valid"):
-        ReferenceUNet(params, **config, padding="valid").forward(np.zeros((1, 1, 15, 15)))
+        ReferenceUNet(params, **{**config, "padding": "valid"}).forward(np.zeros((1, 1, 15, 15)))

@@ -471,7 +471,7 @@ def explain_backward(
     """Forward and backward through a small seeded U-Net on the cell image, with the gradient's
     split at every concatenation and what the skips do for the gradient of the first level."""
     config = {"in_channels": 1, "num_classes": 2, "depth": depth, "base_channels": base_channels,
-              "up_mode": up_mode, "norm": norm}
+              "up_mode": up_mode, "norm": norm, "dropout": 0.0, "padding": "same"}
     params = init_parameters(seed, **config)
     image, labels = cell_image(size)
     r, c = pixel if pixel is not None else (size // 2, size // 2)
@@ -554,7 +554,7 @@ def explain_backward(
         f"without {num(_norm(plain_grads[w_name]), 4)}",
     ]
     data = {
-        "config": {**config, "padding": "same", "seed": seed},
+        "config": {**config, "seed": seed},
         "image": image.tolist(),
         "labels": labels.tolist(),
         "forward": [{"name": n, "op": o, "shape": list(s)} for n, o, s in trace.forward],

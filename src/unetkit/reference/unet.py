@@ -77,14 +77,13 @@ def widths(depth: int, base_channels: int) -> list[int]:
 
 
 def parameter_shapes(
-    in_channels: int = 1,
-    num_classes: int = 2,
-    depth: int = 4,
-    base_channels: int = 64,
-    up_mode: str = "transpose",
-    norm: str | None = "batch",
+    *, in_channels: int, num_classes: int, depth: int, base_channels: int, up_mode: str, norm: str | None,
+    **unused: Any,
 ) -> dict[str, tuple[int, ...]]:
-    """Every parameter's name and shape, named and ordered as `unetkit.UNet.named_parameters()`."""
+    """Every parameter's name and shape, named and ordered as `unetkit.UNet.named_parameters()`.
+
+    The options are the network's (`model.config`, the U-Net options declared once in
+    `unetkit.nn.options`); the ones that shape no parameter (dropout, padding) are accepted and unused."""
     shapes: dict[str, tuple[int, ...]] = {}
 
     def double_conv(prefix: str, cin: int, cout: int) -> None:
@@ -111,20 +110,12 @@ def parameter_shapes(
     return shapes
 
 
-def init_parameters(
-    seed: int = 0,
-    in_channels: int = 1,
-    num_classes: int = 2,
-    depth: int = 4,
-    base_channels: int = 64,
-    up_mode: str = "transpose",
-    norm: str | None = "batch",
-) -> dict[str, Array]:
+def init_parameters(seed: int = 0, **config: Any) -> dict[str, Array]:
     """He initialisation as `unetkit.UNet.reset_parameters`: weights ~ N(0, 2 / fan_in)
     (1 / fan_in for the head, which feeds no ReLU), biases 0, norm scales 1."""
     rng = np.random.default_rng(seed)
     params: dict[str, Array] = {}
-    shapes = parameter_shapes(in_channels, num_classes, depth, base_channels, up_mode, norm)
+    shapes = parameter_shapes(**config)
     for name, shape in shapes.items():
         if name.endswith(".bias"):
             params[name] = np.zeros(shape)
@@ -175,17 +166,18 @@ class ReferenceUNet:
         self,
         params: Mapping[str, Any],
         *,
-        in_channels: int = 1,
-        num_classes: int = 2,
-        depth: int = 4,
-        base_channels: int = 64,
-        up_mode: str = "transpose",
-        norm: str | None = "batch",
-        dropout: float = 0.0,
-        padding: str = "same",
+        in_channels: int,
+        num_classes: int,
+        depth: int,
+        base_channels: int,
+        up_mode: str,
+        norm: str | None,
+        dropout: float,
+        padding: str,
         skips: bool = True,
         eps: float = 1e-5,
     ) -> None:
+        """`params` by torch parameter name; the options are the network's own (`**model.config`)."""
         if up_mode not in ("transpose", "nearest", "bilinear"):
             raise ReferenceInputError(f"up_mode={up_mode!r} is not known: use 'transpose', 'nearest' or 'bilinear'.")
         if norm not in (None, "batch"):
@@ -196,7 +188,8 @@ class ReferenceUNet:
             raise ReferenceInputError(f"dropout={dropout} is random: the reference mirrors dropout=0 only.")
         self.in_channels, self.num_classes, self.depth = in_channels, num_classes, depth
         self.up_mode, self.norm, self.padding, self.skips, self.eps = up_mode, norm, padding, skips, eps
-        shapes = parameter_shapes(in_channels, num_classes, depth, base_channels, up_mode, norm)
+        shapes = parameter_shapes(in_channels=in_channels, num_classes=num_classes, depth=depth,
+                                  base_channels=base_channels, up_mode=up_mode, norm=norm)
         self.params: dict[str, Array] = {}
         for name, shape in shapes.items():
             if name not in params:
