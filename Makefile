@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) -e '.[onnx]'
+	$(PIP) -e '.[onnx,serve]'
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
@@ -29,14 +29,16 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# Speed against the cores' peak and MONAI's BasicUNet, the memory of a training step, then
-# accuracy on ISBI 2012 (20 min per network); each updates its section of BENCHMARKS.md.
-# Not part of `make test`. MINUTES=5 for a shorter run.
-MINUTES ?= 20
+# Speed against the ceilings of each precision and MONAI's BasicUNet, the memory of a training
+# step, bf16 against fp32 training quality, then training to a time budget (train --minutes N
+# against the fixed defaults and BasicUNet: 5 minutes on every set, 20 on ISBI 2012); each
+# updates its section of BENCHMARKS.md. Not part of `make test`. About 2.5 hours on 2 cores.
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/speed.py
 	$(BIN)/python benchmarks/memory.py
-	$(BIN)/python benchmarks/accuracy.py --minutes $(MINUTES)
+	$(BIN)/python benchmarks/accuracy.py --only-quality
+	$(BIN)/python benchmarks/budget.py --minutes 5 --no-merge
+	$(BIN)/python benchmarks/budget.py --minutes 20 --sets isbi2012
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests

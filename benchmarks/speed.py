@@ -4,18 +4,34 @@
     .venv/bin/python benchmarks/speed.py --quick    # fewer repeats, no 4096 / 10000 images
     .venv/bin/python benchmarks/speed.py --only-scaling    # redo the image-size rows of the last run
 
+A smoke test (a few minutes; its numbers mean nothing):
+
+    .venv/bin/python benchmarks/speed.py --quick --repeats 1 --warmup 1 --no-scaling --no-rss --no-loader
+        --only unetkit monai-plain --no-markdown --quiet-limit 5
+
 What it measures, in this order (see BENCHMARKS.md for the tables it writes):
-1. The ceiling: the fp32 (vfmadd231ps) and bf16 (vdpbf16ps) peak of the cores, from a tiny C
-   kernel (benchmarks/peak.c) built with the machine's gcc now; and the rate of one 3x3
-   convolution (256 -> 256 channels, 64 x 64, batch 8) in bf16 and fp32, channels-last and NCHW.
+1. The ceiling of each precision, two ways. Theoretical peaks: the fp32 (vfmadd231ps) and
+   AVX-512 bf16 (vdpbf16ps) rates of the cores, from a tiny C kernel (benchmarks/peak.c) built
+   with the machine's gcc now, and, where the CPU has AMX (amx_bf16), AMX's bf16 rate from
+   1024 FLOP per cycle per core x cores x the clock /proc/cpuinfo reports ("cpu MHz"; turbo
+   can differ). Practical ceilings: the measured rate of one large oneDNN convolution (3x3,
+   512 -> 512 channels, 64 x 64, batch 8, channels-last) in bf16 and in fp32. Then the rate of
+   one 3x3 convolution (256 -> 256 channels, 64 x 64, batch 8) in bf16 and fp32, channels-last
+   and NCHW. Every "of ceiling" / "of peak" is against the ceiling / peak of the precision
+   that phase ran in (bf16 against bf16's, AMX where present; fp32 against fp32's).
 2. FLOPs per image of each network, counted by torch.utils.flop_counter.FlopCounterMode
    (a multiply-add is 2 FLOPs): forward, and a training step (forward + backward).
 3. Contenders at 256 x 256, 3 bands in, 5 classes: inference latency at batch 1, throughput at
    batch 8, training throughput at batch 4 (forward, backward, AdamW step, CE + Dice, exactly
-   unetkit's trainer step). Contenders are measured round robin (one unit of each in turn,
-   repeated), after a warm-up, and the median is kept. Those that need glibc's default
-   allocator run in a second process (the allocator is set once per process) whose rounds
-   alternate with this one's.
+   unetkit's trainer step). unetkit runs as the product runs it: inference through the fused
+   engine (`unetkit.nn.fused.inference_engine`, as the predictor's TorchEngine calls it),
+   training through `fused.training_network` with fused AdamW (`plan.probe.make_adamw`), in
+   the precisions unetkit picks here (`pick_precision("auto")` for inference, the probe's
+   `training_precision` for training); each of those settings is then switched off one at a
+   time. Contenders are measured round robin (one unit of each in turn, repeated), after a
+   warm-up, and the median is kept; before each round the benchmark waits for idle CPUs.
+   Those that need glibc's default allocator run in a second process (the allocator is set
+   once per process) whose rounds alternate with this one's.
 4. Peak RSS of a training run at batch 4 (a fresh process per contender, 4 steps).
 5. How cost grows with work: the predictor at its defaults, with a base-32 network
    on one image of 256 ... 4096 pixels square and on a 10000 x 10000 one-band image
@@ -73,7 +89,10 @@ class Spec:
     network: str = "unetkit"  # unetkit | basicunet
     precision: str = "bf16"
     channels_last: bool = True
-    fused: bool = True  # unetkit's inference engine (UNet.fused_inference) and shuffle-concat
+    # unetkit's fused paths: inference through fused.inference_engine, training through
+    # fused.training_network; off: the plain model(x) (under autocast) for both
+    fused: bool = True
+    optimizer: str = "fused"  # fused: unetkit's make_adamw (fused AdamW) | plain: torch.optim.AdamW's default
     compile: bool = False
     malloc: str = "tuned"  # tuned | default
 
@@ -81,26 +100,30 @@ class Spec:
         infer, _, train = self.precision.partition("/")
         return (train or infer) if phase == "train" else infer
 
-    def peak_key(self, phase: str) -> str:
-        return "bf16_gflops" if self.precision_for(phase) == "bf16" else "fp32_gflops"
+
+CPU = torch.device("cpu")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def default_precision() -> str:
-    """What unetkit picks on this CPU, "inference/training" (train/device.py, pick_precision)."""
-    from unetkit.train.device import pick_precision
-
-    cpu = torch.device("cpu")
-    try:
-        return f"{pick_precision('auto', cpu)}/{pick_precision('auto', cpu, training=True)}"
-    except TypeError:  # a device.py without the training flag
-        return pick_precision("auto", cpu)
+    """What unetkit picks on this CPU, "inference/training": the predictor's
+    `pick_precision("auto", cpu)` and the trainer's probe, `training_precision`, for the classic
+    network (3 -> 5 classes) at this benchmark's training batch and size."""
+    return f"{inference_precision()}/{training_precision_here()[0]}"
 
 
-def best_precision() -> str:
-    """The precision unetkit.runtime measures to be faster on this CPU."""
-    from unetkit import runtime
+def inference_precision() -> str:
+    from unetkit.model.device import pick_precision
 
-    return "bf16" if runtime.bf16_pays() else "fp32"
+    return pick_precision("auto", CPU)
+
+
+def training_precision_here() -> tuple[str, str]:
+    """(precision, reason) of unetkit's training probe for the classic network, batch 4, 256 x 256."""
+    from unetkit.nn import UNetOptions
+    from unetkit.plan.probe import training_precision
+
+    return training_precision(UNetOptions(in_channels=BANDS, num_classes=CLASSES), SIZE, BATCH_TRAIN, CPU)
 
 
 def _show(precision: str) -> str:
@@ -108,45 +131,50 @@ def _show(precision: str) -> str:
     return infer if not train or train == infer else f"inference {infer}, training {train}"
 
 
+def _flip(precision: str) -> str:
+    """The other precision in each use: "bf16/fp32" -> "fp32/bf16"."""
+    other = {"bf16": "fp32", "fp32": "bf16"}
+    infer, _, train = precision.partition("/")
+    flipped = [other.get(p, p) for p in (infer, train or infer)]
+    return flipped[0] if flipped[0] == flipped[1] else "/".join(flipped)
+
+
 def contenders() -> list[Spec]:
-    """unetkit as it runs by default; if train/device.py's choice of precision is not the faster
-    one (runtime.bf16_pays), unetkit in the faster one too, and every setting switched off one
-    at a time from there; the plain network; BasicUNet plain and with the generic recipe."""
-    auto, best = default_precision(), best_precision()
-    other = "fp32" if best == "bf16" else "bf16"
-    specs = [Spec("unetkit", f"unetkit, defaults ({_show(auto)})", precision=auto)]
-    if {best} != set(auto.split("/")):
-        specs.append(Spec("unetkit-best", f"unetkit, {best} (the faster precision here), all else default",
-                          precision=best))
-    specs += [
-        Spec("unetkit-other", f"unetkit {other}, all else default", precision=other),
-        Spec("unetkit-unfused", f"unetkit {best}, inference engine and shuffle-concat off", precision=best,
-             fused=False),
-        Spec("unetkit-nchw", f"unetkit {best}, channels_last off (and so the engine, which is channels-last)",
-             precision=best, channels_last=False, fused=False),
-        Spec("unetkit-malloc", f"unetkit {best}, allocator fix off", precision=best, malloc="default"),
-        Spec("unetkit-plain", "unetkit, every setting off (fp32 eager NCHW, default malloc)", precision="fp32",
-             channels_last=False, fused=False, malloc="default"),
+    """unetkit as it runs by default (its precisions are the measured choices: bf16 only where
+    it pays, per use), the same in the other precision, and every setting switched off one at
+    a time from there; the plain network; BasicUNet plain and with the generic recipe (the
+    peers keep torch's default AdamW)."""
+    auto = default_precision()
+    shown = _show(auto)
+    specs = [
+        Spec("unetkit", f"unetkit, defaults ({shown})", precision=auto),
+        Spec("unetkit-other", f"unetkit {_show(_flip(auto))}, all else default", precision=_flip(auto)),
+        Spec("unetkit-unfused", f"unetkit ({shown}), fused inference engine and training network off",
+             precision=auto, fused=False),
+        Spec("unetkit-adamw", f"unetkit ({shown}), fused AdamW off (torch's default AdamW)", precision=auto,
+             optimizer="plain"),
+        Spec("unetkit-nchw", f"unetkit ({shown}), channels_last off (and so the fused paths, which need it)",
+             precision=auto, channels_last=False, fused=False),
+        Spec("unetkit-malloc", f"unetkit ({shown}), allocator fix off", precision=auto, malloc="default"),
+        Spec("unetkit-plain", "unetkit, every setting off (fp32 eager NCHW, torch's AdamW, default malloc)",
+             precision="fp32", channels_last=False, fused=False, optimizer="plain", malloc="default"),
         Spec("monai-plain", "BasicUNet, plain (fp32 eager NCHW, default malloc)", network="basicunet",
-             precision="fp32", channels_last=False, malloc="default"),
+             precision="fp32", channels_last=False, fused=False, optimizer="plain", malloc="default"),
         Spec("monai-generic", "BasicUNet, generic recipe: bf16 + channels_last + compile + allocator fix",
-             network="basicunet", compile=True),
+             network="basicunet", fused=False, optimizer="plain", compile=True),
         Spec("monai-generic-fp32", "BasicUNet, generic recipe in fp32: channels_last + compile + allocator fix",
-             network="basicunet", precision="fp32", compile=True),
+             network="basicunet", precision="fp32", fused=False, optimizer="plain", compile=True),
     ]
     return specs
 
 
 def build_network(spec: Spec, bands: int = BANDS, classes: int = CLASSES) -> torch.nn.Module:
+    """The network as written (a plain `model(x)`); the fused paths are switched on by the Runner."""
     torch.manual_seed(0)
     if spec.network == "unetkit":
         from unetkit.nn import UNet
 
-        model = UNet(in_channels=bands, num_classes=classes)
-        model.fused_inference = spec.fused
-        for block in model.decoder:
-            block.shuffle_concat = spec.fused
-        return model
+        return UNet(in_channels=bands, num_classes=classes)
     from monai.networks.nets import BasicUNet
 
     return BasicUNet(spatial_dims=2, in_channels=bands, out_channels=classes, features=MONAI_FEATURES,
@@ -157,12 +185,19 @@ class Runner:
     """A contender's model, optimizer and loss, and one timed unit of each measurement."""
 
     def __init__(self, spec: Spec) -> None:
+        from unetkit.nn import fused
+        from unetkit.plan.probe import make_adamw
         from unetkit.train.losses import SegmentationLoss
 
         self.spec = spec
         self.model = build_network(spec)
         if spec.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # unetkit's fused paths, as the product switches them on: the predictor's TorchEngine
+        # runs the fused inference engine (channels-last by construction), the trainer steps
+        # fused.training_network(model)
+        self.engine = spec.fused and spec.network == "unetkit" and fused.supported(self.model)
+        self.engine_missing = False  # inference_engine returned None: that contender ran model(x)
         # dynamic=False: one graph per shape (automatic dynamic shapes trip an inductor stride
         # assertion in replication_pad2d_backward for channels-last BasicUNet, torch 2.13)
         if spec.compile:
@@ -170,11 +205,19 @@ class Runner:
             # code object: dynamo's default limit of 8 graphs per code object would silently
             # leave later variants eager
             torch._dynamo.config.recompile_limit = 64
-        self.net = torch.compile(self.model, dynamic=False) if spec.compile else self.model
+            self.net = torch.compile(self.model, dynamic=False)
+            self.train_net = self.net
+        else:
+            self.net = self.model
+            self.train_net = (fused.training_network(self.model) if spec.fused and spec.network == "unetkit"
+                              else self.model)
         self.compile_failed: str | None = None
         self.eager_phases: set[str] = set()  # phases where torch.compile failed and the model runs eager
         self.loss = SegmentationLoss("ce+dice", "multiclass")
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=TRAIN_LR, weight_decay=TRAIN_WEIGHT_DECAY)
+        if spec.optimizer == "fused":
+            self.optimizer = make_adamw(self.model.parameters(), TRAIN_LR, TRAIN_WEIGHT_DECAY, CPU)
+        else:
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=TRAIN_LR, weight_decay=TRAIN_WEIGHT_DECAY)
         generator = torch.Generator().manual_seed(1)
         self.inputs = {
             n: torch.randn(n, BANDS, SIZE, SIZE, generator=generator) for n in (BATCH_LATENCY, BATCH_INFER, BATCH_TRAIN)
@@ -187,13 +230,26 @@ class Runner:
         return contextlib.nullcontext()
 
     def infer(self, batch: int, net: torch.nn.Module) -> torch.Tensor:
-        """As unetkit's predictor runs a batch: eval, inference mode, autocast, float logits."""
+        """As unetkit's predictor runs a batch (infer/engines.py, TorchEngine): eval, inference
+        mode; unetkit's fused engine in the compute dtype where it applies, else the network
+        under autocast; float logits."""
+        from unetkit.nn import fused
+
         self.model.eval()
         x = self.inputs[batch]
-        with torch.inference_mode(), self.autocast("infer"):
+        with torch.inference_mode():
             if self.spec.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            return net(x).float()
+            if self.engine and net is self.model:
+                engine = fused.inference_engine(self.model, DTYPES[self.spec.precision_for("infer")])
+                if engine is not None:
+                    return engine(x).float()
+                if not self.engine_missing:
+                    print(f"  {self.spec.key}: fused.inference_engine returned None; running model(x)",
+                          file=sys.stderr, flush=True)
+                    self.engine_missing = True
+            with self.autocast("infer"):
+                return net(x).float()
 
     def train_step(self, net: torch.nn.Module) -> float:
         """As unetkit's trainer runs a step (train/trainer.py, _train_epoch)."""
@@ -228,11 +284,11 @@ class Runner:
         return time.perf_counter() - start
 
     def _run(self, phase: str) -> None:
-        net = self.model if phase in self.eager_phases else self.net
         if phase == "train":
-            self.train_step(net)
+            self.train_step(self.model if phase in self.eager_phases else self.train_net)
         else:
-            self.infer(BATCH_LATENCY if phase == "latency" else BATCH_INFER, net)
+            self.infer(BATCH_LATENCY if phase == "latency" else BATCH_INFER,
+                       self.model if phase in self.eager_phases else self.net)
 
 
 PHASES = {"latency": BATCH_LATENCY, "infer": BATCH_INFER, "train": BATCH_TRAIN}
@@ -249,6 +305,9 @@ def serve() -> int:
         if "setup" in command:
             runners = {spec["key"]: Runner(Spec(**spec)) for spec in command["setup"]}
             reply: dict[str, Any] = {"ok": True, "malloc": _runtime_record()}
+        elif "status" in command:
+            reply = {key: {"engine_missing": runner.engine_missing, "compile_failed": runner.compile_failed}
+                     for key, runner in runners.items()}
         else:
             reply = {key: runner.unit(command["run"]) for key, runner in runners.items()}
         print(json.dumps(reply), flush=True)
@@ -275,6 +334,9 @@ class Second:
 
     def run(self, phase: str) -> dict[str, float]:
         return self._ask({"run": phase}) if self.process else {}
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        return self._ask({"status": True}) if self.process else {}
 
     def close(self) -> None:
         if self.process:
@@ -321,6 +383,90 @@ def measure_peak(threads: int, seconds: float = 3.0) -> dict[str, Any]:
     result["how"] = (f"benchmarks/peak.c built now with `{' '.join(['gcc'] + build[1:5])}` ({version}); "
                      f"{threads} OpenMP threads, 16 independent zmm chains each; best of 5 alternating runs")
     return result
+
+
+def _cpu_flags() -> set[str]:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = re.search(r"flags\s*:\s*(.*)", cpuinfo)
+    return set(flags.group(1).split()) if flags else set()
+
+
+def cpu_mhz() -> float | None:
+    """The clock /proc/cpuinfo reports ("cpu MHz"), averaged over the CPUs this process may
+    run on. On many machines (and VMs) it is the base or TSC clock: turbo can be higher."""
+    if not Path("/proc/cpuinfo").exists():
+        return None
+    mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    values, processor = [], None
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "processor":
+            processor = int(value)
+        elif key == "cpu MHz" and (mine is None or processor in mine):
+            values.append(float(value))
+    return statistics.mean(values) if values else None
+
+
+AMX_FLOP_PER_CYCLE = 1024  # bf16 per core: one TDPBF16PS (16 x 16 x 32 products, 2 FLOP each) per 16 cycles
+
+
+def amx_peak(cores: int) -> dict[str, Any]:
+    """AMX's theoretical bf16 rate: 1024 FLOP per cycle per core x cores x the clock
+    /proc/cpuinfo reports; None (and why) where the CPU has no amx_bf16."""
+    if "amx_bf16" not in _cpu_flags():
+        return {"amx_bf16_gflops": None, "amx_how": "no AMX on this CPU (no amx_bf16 flag in /proc/cpuinfo)"}
+    mhz = cpu_mhz()
+    if mhz is None:
+        return {"amx_bf16_gflops": None, "amx_how": "AMX present, but /proc/cpuinfo gives no cpu MHz"}
+    return {
+        "amx_bf16_gflops": AMX_FLOP_PER_CYCLE * cores * mhz * 1e6 / 1e9, "clock_mhz": mhz,
+        "amx_how": f"theoretical: {AMX_FLOP_PER_CYCLE} FLOP per cycle per core x {cores} cores (one per torch "
+                   f"thread, each with its own AMX unit) x {mhz:.0f} MHz (the 'cpu MHz' of /proc/cpuinfo; the "
+                   "turbo clock under load can differ, and so can this peak)",
+    }
+
+
+CEILING_SHAPE = (8, 512, 512, 64)  # batch, in channels, out channels, side of the map
+_CEILING_CASES: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def measure_ceiling(runs: int = 3) -> dict[str, Any]:
+    """The practical ceiling of each precision: the rate of one large oneDNN convolution (3x3,
+    512 -> 512 channels, 64 x 64, batch 8, channels-last) in bf16 and in fp32, best of `runs`
+    alternating runs after a warm-up (the tensors are made once per process)."""
+    n, c_in, c_out, side = CEILING_SHAPE
+    if not _CEILING_CASES:
+        generator = torch.Generator().manual_seed(2)
+        x = torch.randn(n, c_in, side, side, generator=generator).contiguous(memory_format=torch.channels_last)
+        w = (torch.randn(c_out, c_in, 3, 3, generator=generator) * 0.02).contiguous(memory_format=torch.channels_last)
+        _CEILING_CASES.update({"bf16": (x.bfloat16(), w.bfloat16()), "fp32": (x, w)})
+        with torch.inference_mode():
+            for a, b in _CEILING_CASES.values():  # warm-up: oneDNN primitive creation, page faults
+                torch.nn.functional.conv2d(a, b, padding=1)
+    flops = 2 * c_in * c_out * 9 * side * side * n
+    best = dict.fromkeys(_CEILING_CASES, float("inf"))
+    with torch.inference_mode():
+        for _ in range(runs):
+            for key, (a, b) in _CEILING_CASES.items():
+                start = time.perf_counter()
+                torch.nn.functional.conv2d(a, b, padding=1)
+                best[key] = min(best[key], time.perf_counter() - start)
+    return {
+        "bf16_gflops": flops / best["bf16"] / 1e9, "fp32_gflops": flops / best["fp32"] / 1e9,
+        "how": f"one 3x3 convolution, {c_in} -> {c_out} channels, {side} x {side}, batch {n}, channels-last, "
+               f"torch.nn.functional.conv2d (oneDNN), {flops / 1e9:.1f} GFLOP; best of {runs} alternating runs",
+    }
+
+
+def theoretical(peak: dict[str, Any]) -> dict[str, float | None]:
+    """The theoretical peak of each precision: fp32 the FMA peak (peak.c); bf16 AMX's where the
+    CPU has it, else the AVX-512 dot-product peak (peak.c)."""
+    return {"fp32": peak.get("fp32_gflops"), "bf16": peak.get("amx_bf16_gflops") or peak.get("bf16_gflops")}
+
+
+def _bf16_peak_name(peak: dict[str, Any]) -> str:
+    return "AMX bf16 (theoretical)" if peak.get("amx_bf16_gflops") else "AVX-512 bf16 dot-product (peak.c)"
 
 
 def wait_for_quiet(seconds: float = 3.0, limit: float = 180.0) -> float:
@@ -386,7 +532,7 @@ def count_flops(network: str) -> dict[str, float]:
 # --- the contenders, round robin -------------------------------------------------------------------
 
 
-def measure_contenders(specs: list[Spec], repeats: int, warmup: int, quiet: bool = True) -> dict[str, Any]:
+def measure_contenders(specs: list[Spec], repeats: int, warmup: int, quiet_limit: float = 180.0) -> dict[str, Any]:
     here = [s for s in specs if s.malloc == "tuned"]
     there = [s for s in specs if s.malloc == "default"]
     second = Second([s for s in there])
@@ -405,34 +551,51 @@ def measure_contenders(specs: list[Spec], repeats: int, warmup: int, quiet: bool
             for _ in range(warmup):
                 second.run(phase)
             for _ in range(repeats):
-                waits[phase].append(wait_for_quiet() if quiet else 0.0)
-                probes[phase].append(measure_peak(threads, seconds=0.5))  # the clock drifts: track it
+                waits[phase].append(wait_for_quiet(limit=quiet_limit))
+                # the clock drifts with the host's load: track both ceilings at every round
+                probe = measure_peak(threads, seconds=0.5)
+                conv = measure_ceiling(runs=2)
+                probe.update(conv_fp32_gflops=conv["fp32_gflops"], conv_bf16_gflops=conv["bf16_gflops"])
+                probes[phase].append(probe)
                 for spec in here:
                     times[spec.key][phase].append(runners[spec.key].unit(phase))
                 for key, seconds in second.run(phase).items():
                     times[key][phase].append(seconds)
             print(f"  {phase}: done", file=sys.stderr, flush=True)
+        there_status = second.status()
     finally:
         second.close()
     failed = {key: runner.compile_failed for key, runner in runners.items() if runner.compile_failed}
+    failed.update({key: v["compile_failed"] for key, v in there_status.items() if v.get("compile_failed")})
+    missing = {key: runner.engine_missing for key, runner in runners.items()}
+    missing.update({key: bool(v.get("engine_missing")) for key, v in there_status.items()})
     peaks = {phase: {key: statistics.median([p[key] for p in rows if p.get(key)]) if any(p.get(key) for p in rows)
-                     else None for key in ("fp32_gflops", "bf16_gflops")} for phase, rows in probes.items()}
+                     else None for key in ("fp32_gflops", "bf16_gflops", "conv_fp32_gflops", "conv_bf16_gflops")}
+             for phase, rows in probes.items()}
     return {"times": times, "first_call_s": first_call, "second_process": second.record, "compile_failed": failed,
-            "phase_peaks": peaks, "quiet_waits": waits}
+            "engine_missing": missing, "phase_peaks": peaks, "quiet_waits": waits}
 
 
 def peak_rss(spec: Spec, steps: int = 4) -> float | None:
     """Peak RSS (MiB) of a fresh process that builds the contender and trains `steps` steps."""
+    record = rss_record(spec, steps)
+    return record["peak_rss_mib"] if record else None
+
+
+def rss_record(spec: Spec, steps: int = 4) -> dict[str, Any] | None:
+    """What `rss_child` reports for a fresh process of this contender (None if it failed)."""
     env = {**os.environ}
     if spec.malloc == "default":
         env["UNETKIT_MALLOC"] = "default"
+    else:
+        env.pop("UNETKIT_MALLOC", None)
     out = subprocess.run([sys.executable, __file__, "--rss", json.dumps(asdict(spec)), "--steps", str(steps)],
                          env=env, capture_output=True, text=True)
     if out.returncode:
         last = [line for line in out.stderr.strip().splitlines() if line.strip()]
         print(f"  peak RSS of {spec.key} failed: {last[-1] if last else out.returncode}", file=sys.stderr)
         return None
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def peak_rss_mib() -> float:
@@ -445,12 +608,20 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _rss_now_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def rss_child(spec: str, steps: int) -> int:
-    _runtime_record()
+    runtime = _runtime_record()
     runner = Runner(Spec(**json.loads(spec)))
-    for _ in range(steps):
-        runner.unit("train")
-    print(json.dumps({"peak_rss_mib": peak_rss_mib(), "compile_failed": runner.compile_failed}))
+    before = _rss_now_mib()
+    seconds = [runner.unit("train") for _ in range(steps)]
+    print(json.dumps({"peak_rss_mib": peak_rss_mib(), "rss_before_steps_mib": before, "step_seconds": seconds,
+                      "allocator": runtime.get("malloc"), "compile_failed": runner.compile_failed}))
     return 0
 
 
@@ -516,10 +687,11 @@ def measure_loader(data: Path | None, batches: int) -> dict[str, Any]:
 
     from unetkit.data import SegmentationDataset, inspect_dataset
     from unetkit.data.transforms import build_augmentation
-    from unetkit.nn import UNet
-    from unetkit.train.config import TrainConfig
-    from unetkit.train.device import default_workers
-    from unetkit.train.losses import DEFAULT_LOSS, SegmentationLoss
+    from unetkit.nn import UNet, UNetOptions, fused
+    from unetkit.plan.probe import make_adamw, training_precision
+    from unetkit.train.config import DEFAULT_LOSS, TrainConfig
+    from unetkit.train.losses import SegmentationLoss
+    from unetkit.train.trainer import default_workers
 
     c = TrainConfig()
     with tempfile.TemporaryDirectory() as folder:
@@ -547,26 +719,30 @@ def measure_loader(data: Path | None, batches: int) -> dict[str, Any]:
                 if batches_seen >= batches:
                     break
         loader_ips = images / (time.perf_counter() - start)
-        model = UNet(in_channels=spec.in_channels, num_classes=spec.num_outputs, **c.model_options())
-        model = model.to(memory_format=torch.channels_last).train()
+        # the model step as the trainer runs it: its network, precision, training path and optimizer
+        options = UNetOptions(in_channels=spec.in_channels, num_classes=spec.num_outputs, **c.model_options())
+        precision, _ = training_precision(options, c.patch_size, c.batch_size, CPU)
+        model = UNet(options).to(memory_format=torch.channels_last).train()
+        network = fused.training_network(model)
         loss_fn = SegmentationLoss(DEFAULT_LOSS[spec.task], spec.task, ignore_index=spec.ignore_index)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=TRAIN_LR, weight_decay=TRAIN_WEIGHT_DECAY)
+        optimizer = make_adamw(model.parameters(), c.learning_rate, c.weight_decay, CPU)
         step_times = []
         for i in range(8):
             batch = kept[i % len(kept)]
             start = time.perf_counter()
             x = batch["image"].contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = model(x)
+            with contextlib.nullcontext() if precision == "fp32" else torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = network(x)
             loss = loss_fn(logits, batch["mask"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), TRAIN_GRAD_CLIP)
+            if c.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
             optimizer.step()
             step_times.append(time.perf_counter() - start)
         model_ips = kept[0]["image"].shape[0] / statistics.median(step_times[2:])
     return {"data": source, "workers": workers, "batch_size": c.batch_size, "patch_size": c.patch_size,
-            "augment": c.augment, "loader_images_per_s": loader_ips, "model_images_per_s": model_ips,
+            "augment": c.augment, "precision": precision, "loader_images_per_s": loader_ips, "model_images_per_s": model_ips,
             "loader_share_of_step": (1 / loader_ips) / (1 / loader_ips + 1 / model_ips) if workers == 0 else None}
 
 
@@ -574,52 +750,74 @@ def measure_loader(data: Path | None, batches: int) -> dict[str, Any]:
 
 
 def precision_choice() -> dict[str, Any]:
-    from unetkit import runtime
+    """What unetkit picks here and the measurements behind it."""
+    from unetkit.model import device
 
-    return {"picked": default_precision(), "bf16_speedup": runtime.bf16_speedup(use_cache=False),
-            "bf16_pays": runtime.bf16_pays()}
+    train, reason = training_precision_here()
+    return {"picked": f"{inference_precision()}/{train}", "training_reason": reason,
+            "bf16_speedup": device.bf16_speedup(use_cache=False), "bf16_pays": device.bf16_pays(),
+            "forced": os.environ.get("UNETKIT_CPU_BF16")}
 
 
 def machine() -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
-    flags = re.search(r"flags\s*:\s*(.*)", cpuinfo)
-    flag_set = set(flags.group(1).split()) if flags else set()
+    flag_set = _cpu_flags()
     onednn = re.search(r"MKL-DNN v([\d.]+)", torch.__config__.show())
     return {
         "cpu": model.group(1).strip() if model else platform.processor(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "isa": sorted(flag_set & {"avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "avx512_fp16"}),
-        "torch": torch.__version__, "onednn": onednn.group(1) if onednn else None,
+        "clock_mhz": cpu_mhz(), "torch": torch.__version__, "onednn": onednn.group(1) if onednn else None,
         "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
         "glibc": platform.libc_ver()[1], "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
                                                                / 2**30, 1),
     }
 
 
+def phase_ceilings(result: dict[str, Any], phase: str) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """(theoretical peak, practical ceiling) of each precision for one phase, GFLOP/s: the
+    medians of the probes taken at that phase's rounds where there are any, else the values
+    measured before and after the contenders; AMX's theoretical peak comes from the clock."""
+    peak, ceiling = result.get("peak") or {}, result.get("ceiling") or {}
+    pp = (result.get("phase_peaks") or {}).get(phase) or {}
+    theory = theoretical({**peak, **{k: v for k, v in pp.items() if k in ("fp32_gflops", "bf16_gflops") and v}})
+    practical = {"fp32": pp.get("conv_fp32_gflops") or ceiling.get("fp32_gflops"),
+                 "bf16": pp.get("conv_bf16_gflops") or ceiling.get("bf16_gflops")}
+    return theory, practical
+
+
 def summarise(specs: list[Spec], measured: dict[str, Any], flops: dict[str, dict[str, float]],
-              peak: dict[str, Any], rss: dict[str, float]) -> list[dict[str, Any]]:
+              peak: dict[str, Any], ceiling: dict[str, Any], rss: dict[str, float],
+              engine_missing: dict[str, bool] | None = None) -> list[dict[str, Any]]:
+    """One row per contender. `X_of_ceiling` is the phase's rate over the practical ceiling of
+    the precision that phase ran in (the large convolution), `X_of_peak` over its theoretical
+    peak (fp32: the FMA peak; bf16: AMX's where present, else the AVX-512 dot-product peak)."""
+    context = {"peak": peak, "ceiling": ceiling, "phase_peaks": measured.get("phase_peaks")}
     rows = []
     for spec in specs:
         t = measured["times"][spec.key]
         f = flops[spec.network]
-        phase_peaks = measured.get("phase_peaks", {})
-        infer_peak = (phase_peaks.get("infer") or peak).get(spec.peak_key("infer"))
-        train_peak = (phase_peaks.get("train") or peak).get(spec.peak_key("train"))
         latency = statistics.median(t["latency"])
         infer_ips = BATCH_INFER / statistics.median(t["infer"])
         train_ips = BATCH_TRAIN / statistics.median(t["train"])
         row = {
             "key": spec.key, "label": spec.label, "spec": asdict(spec),
+            "infer_precision": spec.precision_for("infer"), "train_precision": spec.precision_for("train"),
             "latency_ms": latency * 1e3, "infer_images_per_s": infer_ips, "train_images_per_s": train_ips,
             "infer_gflops": infer_ips * f["forward"] / 1e9, "train_gflops": train_ips * f["train"] / 1e9,
             "spread": {p: (max(v) - min(v)) / statistics.median(v) for p, v in t.items()},
             "first_call_s": measured["first_call_s"].get(spec.key),
             "peak_rss_mib": rss.get(spec.key),
             "compile_failed": measured.get("compile_failed", {}).get(spec.key),
+            "engine_missing": (engine_missing or {}).get(spec.key, False),
         }
-        row["infer_of_peak"] = row["infer_gflops"] / infer_peak if infer_peak else None
-        row["train_of_peak"] = row["train_gflops"] / train_peak if train_peak else None
+        for phase in ("infer", "train"):
+            theory, practical = phase_ceilings(context, phase)
+            precision, rate = row[f"{phase}_precision"], row[f"{phase}_gflops"]
+            row[f"{phase}_ceiling_gflops"], row[f"{phase}_peak_gflops"] = practical[precision], theory[precision]
+            row[f"{phase}_of_ceiling"] = rate / practical[precision] if practical[precision] else None
+            row[f"{phase}_of_peak"] = rate / theory[precision] if theory[precision] else None
         rows.append(row)
     return rows
 
@@ -628,35 +826,59 @@ def _f(value: float | None, digits: int = 2, suffix: str = "") -> str:
     return "n/a" if value is None else f"{value:.{digits}f}{suffix}"
 
 
+def _row_precision(row: dict[str, Any], phase: str) -> str:
+    """The precision a contender's phase ran in (also for results files written before it was a key)."""
+    if row.get(f"{phase}_precision"):
+        return row[f"{phase}_precision"]
+    infer, _, train = str((row.get("spec") or {}).get("precision", "?")).partition("/")
+    return (train or infer) if phase == "train" else infer
+
+
 def markdown(result: dict[str, Any]) -> str:
     m, peak, rows = result["machine"], result["peak"], result["contenders"]
+    ceiling = result.get("ceiling") or {}
+    theory = theoretical(peak)
+    bf16_name = _bf16_peak_name(peak)
     lines = [
         f"Measured {result['date']} with `{result['command']}` "
         f"({result['wall_minutes']:.0f} min; {result['noise']}; load average {result['load_before'][0]:.2f} "
         f"before, {result['load_after'][0]:.2f} after, the benchmark's own work included).",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}), {m['memory_gib']} GiB; torch {m['torch']} "
-        f"(oneDNN {m['onednn']}), {m['torch_threads']} threads, Python {m['python']}, glibc {m['glibc']}.",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}), {m['memory_gib']} GiB"
+        + (f", cpu MHz {m['clock_mhz']:.0f}" if m.get("clock_mhz") else "")
+        + f"; torch {m['torch']} (oneDNN {m['onednn']}), {m['torch_threads']} threads, Python {m['python']}, "
+        f"glibc {m['glibc']}.",
         "",
-        "**Ceiling.** "
-        f"fp32 FMA peak {_f(peak.get('fp32_gflops'), 0)} GFLOP/s, bf16 dot-product peak "
-        f"{_f(peak.get('bf16_gflops'), 0)} GFLOP/s ({peak.get('how')}; measured before and after the contenders "
-        f"(fp32 {_f(peak.get('fp32_gflops_before'), 0)} / {_f(peak.get('fp32_gflops_after'), 0)}), the higher kept).",
+        "**Ceiling of each precision.** Theoretical peaks: fp32 FMA "
+        f"{_f(peak.get('fp32_gflops'), 0)} GFLOP/s and AVX-512 bf16 dot product {_f(peak.get('bf16_gflops'), 0)} "
+        f"GFLOP/s ({peak.get('how')}; measured before and after the contenders (fp32 "
+        f"{_f(peak.get('fp32_gflops_before'), 0)} / {_f(peak.get('fp32_gflops_after'), 0)}), the higher kept); "
+        + (f"AMX bf16 {_f(peak.get('amx_bf16_gflops'), 0)} GFLOP/s ({peak.get('amx_how')})."
+           if peak.get("amx_bf16_gflops") else f"{peak.get('amx_how', 'AMX not looked for')}.")
+        + f" Practical ceilings, measured: bf16 {_f(ceiling.get('bf16_gflops'), 0)} GFLOP/s, fp32 "
+        f"{_f(ceiling.get('fp32_gflops'), 0)} GFLOP/s ({ceiling.get('how', 'not measured')}; before and after the "
+        "contenders, the higher kept). Every 'of ceiling' below is against the practical ceiling of the precision "
+        f"that ran, every 'of peak' against its theoretical peak (fp32: the FMA peak; bf16: the {bf16_name} peak).",
         "",
-        "| one 3x3 conv, 256->256 ch, 64x64, batch 8 | GFLOP/s | of its precision's peak |",
-        "|---|---:|---:|",
+        "| one 3x3 conv, 256->256 ch, 64x64, batch 8 | GFLOP/s | of its precision's ceiling | of its precision's peak |",
+        "|---|---:|---:|---:|",
     ]
     for case in result["conv"]:
-        rate = peak.get("bf16_gflops" if case["dtype"] == "bfloat16" else "fp32_gflops")
+        precision = "bf16" if case["dtype"] == "bfloat16" else "fp32"
+        practical, peak_rate = ceiling.get(f"{precision}_gflops"), theory[precision]
         lines.append(f"| {case['dtype']}, {case['layout']} | {case['gflops']:.0f} | "
-                     f"{_f(case['gflops'] / rate if rate else None)} |")
+                     f"{_f(case['gflops'] / practical if practical else None)} | "
+                     f"{_f(case['gflops'] / peak_rate if peak_rate else None)} |")
     pc = result["precision"]
+    infer_pick, _, train_pick = pc["picked"].partition("/")
     lines += [
         "",
         f"**Precision.** A bf16 3x3 convolution runs at {pc['bf16_speedup']:.2f}x the fp32 speed here "
-        f"(unetkit.runtime.bf16_speedup); runtime.bf16_pays() = {pc['bf16_pays']}; train/device.py picks "
-        f"**{_show(pc['picked'])}**" + ("" if {"bf16" if pc["bf16_pays"] else "fp32"} == set(pc["picked"].split("/"))
-                                        else " (device.py does not consult runtime.bf16_pays() yet)") + ".",
+        f"(unetkit.model.device.bf16_speedup); bf16_pays() = {pc['bf16_pays']}, so inference "
+        f"(pick_precision('auto', cpu)) picks **{infer_pick}**; training (unetkit.plan.probe.training_precision, "
+        f"the classic network at batch {BATCH_TRAIN}, {SIZE}^2) picks **{train_pick or infer_pick}**"
+        + (f" ({pc['training_reason']})" if pc.get("training_reason") else "")
+        + (f"; UNETKIT_CPU_BF16={pc['forced']} forced both" if pc.get("forced") in ("0", "1") else "") + ".",
     ]
     fl = result["flops"]
     lines += [
@@ -665,31 +887,40 @@ def markdown(result: dict[str, Any]) -> str:
         f"{fl['unetkit']['forward'] / 1e9:.1f} G forward, {fl['unetkit']['train'] / 1e9:.1f} G per training step; "
         f"BasicUNet{MONAI_FEATURES} {fl['basicunet']['forward'] / 1e9:.1f} G / {fl['basicunet']['train'] / 1e9:.1f} G.",
         "",
-        "| contender | latency b1 (ms) | inference b8 (img/s) | GFLOP/s | of peak | training b4 (img/s) | GFLOP/s "
-        "| of peak | peak RSS train b4 (MiB) |",  # of peak: of the peak of the precision that phase ran in
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "'of ceiling' / 'of peak': the phase's rate over the practical ceiling (the large convolution) / the "
+        "theoretical peak of the precision that phase ran in (its column).",
+        "",
+        "| contender | inference precision | latency b1 (ms) | inference b8 (img/s) | GFLOP/s | of ceiling | of peak "
+        "| training precision | training b4 (img/s) | GFLOP/s | of ceiling | of peak | peak RSS train b4 (MiB) |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        infer_p, train_p = _row_precision(r, "infer"), _row_precision(r, "train")
         lines.append(
-            f"| {r['label']} | {r['latency_ms']:.0f} | {r['infer_images_per_s']:.2f} | {r['infer_gflops']:.0f} | "
-            f"{_f(r['infer_of_peak'])} | {r['train_images_per_s']:.2f} | {r['train_gflops']:.0f} | "
-            f"{_f(r['train_of_peak'])} | {_f(r['peak_rss_mib'], 0)} |")
+            f"| {r['label']} | {infer_p} | {r['latency_ms']:.0f} | {r['infer_images_per_s']:.2f} | "
+            f"{r['infer_gflops']:.0f} | {_f(r.get('infer_of_ceiling'))} | {_f(r.get('infer_of_peak'))} | {train_p} | "
+            f"{r['train_images_per_s']:.2f} | {r['train_gflops']:.0f} | {_f(r.get('train_of_ceiling'))} | "
+            f"{_f(r.get('train_of_peak'))} | {_f(r['peak_rss_mib'], 0)} |")
     base = {r["key"]: r for r in rows}
-    ref_key = "unetkit-best" if "unetkit-best" in base else "unetkit"
-    if ref_key in base:
+    ref_key = "unetkit-best" if "unetkit-best" in base else "unetkit"  # unetkit-best: results files before 2026-12
+    ablations = ("unetkit-other", "unetkit-unfused", "unetkit-adamw", "unetkit-nchw", "unetkit-malloc", "unetkit-plain")
+    if ref_key in base and any(key in base for key in ablations):
         d = base[ref_key]
         lines += ["", f"What each setting buys, from `{d['label']}` (its rate / the rate with that setting off; "
                       "> 1 means the setting pays):", ""]
         lines += ["| setting | inference b8 | latency b1 | training b4 |", "|---|---:|---:|---:|"]
         for key, name in (("unetkit-other", "its precision (vs the other one)"),
-                          ("unetkit-unfused", "inference engine + shuffle-concat"),
-                          ("unetkit-nchw", "channels_last (+ the engine)"), ("unetkit-malloc", "allocator fix"),
+                          ("unetkit-unfused", "fused inference engine + training network"),
+                          ("unetkit-adamw", "fused AdamW (training only)"),
+                          ("unetkit-nchw", "channels_last (+ the fused paths)"), ("unetkit-malloc", "allocator fix"),
                           ("unetkit-plain", "all of them")):
             if key in base:
                 o = base[key]
                 lines.append(f"| {name} | {d['infer_images_per_s'] / o['infer_images_per_s']:.2f}x | "
                              f"{o['latency_ms'] / d['latency_ms']:.2f}x | "
                              f"{d['train_images_per_s'] / o['train_images_per_s']:.2f}x |")
+    if ref_key in base:
+        d = base[ref_key]
         for key in ("monai-generic", "monai-generic-fp32"):
             if key not in base:
                 continue
@@ -703,16 +934,24 @@ def markdown(result: dict[str, Any]) -> str:
     for r in rows:
         if r.get("compile_failed"):
             lines += ["", f"{r['label']}: torch.compile failed ({r['compile_failed']}); that phase ran eager."]
+        if r.get("engine_missing"):
+            lines += ["", f"{r['label']}: unetkit.nn.fused.inference_engine did not apply; its inference ran "
+                          "model(x) under autocast."]
     pp = result.get("phase_peaks") or {}
     waits = result.get("quiet_waits") or {}
     unquiet = sum(1 for w in waits.values() for x in w if x < 0)
+    probes = []
+    for ph in pp:
+        th, pr = phase_ceilings(result, ph)
+        probes.append(f"{ph}: ceiling bf16 {_f(pr['bf16'], 0)} / fp32 {_f(pr['fp32'], 0)}, peak bf16 "
+                      f"{_f(th['bf16'], 0)} / fp32 {_f(th['fp32'], 0)}")
     lines += ["", f"Medians of {result['repeats']} round-robin repeats after {result['warmup']} warm-up units each; "
               "before each round the benchmark waits until the CPUs have been idle for 3 s (other people's work "
               f"would land in some contenders' units and not others'; {unquiet} round(s) ran without that). "
-              "'of peak' is against the median of short peak.c probes taken at each round of that phase "
-              "(the clock drifts with the host's load): "
-              + ", ".join(f"{ph} fp32 {_f(v.get('fp32_gflops'), 0)} / bf16 {_f(v.get('bf16_gflops'), 0)}"
-                          for ph, v in pp.items()) + " GFLOP/s. Spreads are in the JSON file."]
+              "The clock drifts with the host's load, so 'of ceiling' and 'of peak' are against the medians of "
+              "short probes taken at each round of that phase (the large convolution, best of 2, and peak.c; AMX's "
+              "peak is from the clock and does not drift here), in GFLOP/s: " + "; ".join(probes)
+              + ". Spreads are in the JSON file."]
     if result.get("scaling"):
         s0 = result["scaling"][0]
         sl = result.get("scaling_load")
@@ -736,6 +975,8 @@ def markdown(result: dict[str, Any]) -> str:
                       f"{ld['batch_size']}, augment {ld['augment']}, {ld['workers']} workers): "
                       f"{ld['loader_images_per_s']:.0f} images/s; the model trains at {ld['model_images_per_s']:.0f} "
                       "images/s on the same batches"
+                  + (f" (as the trainer steps: {ld['precision']}, fused training network, fused AdamW)"
+                     if ld.get("precision") else "")
                   + (f", so loading takes {share:.0%} of a step (no workers: it runs in turn with the model)."
                      if share is not None else ".")]
     return "\n".join(lines)
@@ -781,6 +1022,9 @@ def main() -> int:
     parser.add_argument("--no-loader", action="store_true")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "isbi2012")
     parser.add_argument("--no-markdown", action="store_true", help="write the JSON only")
+    parser.add_argument("--quiet-limit", type=float, default=180.0,
+                        help="seconds to wait for idle CPUs before each round; a round that waited in vain runs "
+                             "anyway and is counted as noisy (default 180; a smoke test on a busy machine: 5)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rss", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=4, help=argparse.SUPPRESS)
@@ -802,18 +1046,21 @@ def main() -> int:
     started, load_before = time.time(), os.getloadavg()
     repeats = args.repeats or (3 if args.quick else 7)
     specs = [s for s in contenders() if not args.only or s.key in args.only]
-    print("machine and peak ...", file=sys.stderr, flush=True)
+    print("machine and ceilings ...", file=sys.stderr, flush=True)
     info = machine()
-    peak = measure_peak(torch.get_num_threads())
+    threads = torch.get_num_threads()
+    peak = {**measure_peak(threads), **amx_peak(threads)}
+    ceiling = measure_ceiling(runs=max(3, min(repeats, 5)))
     conv = measure_conv(repeats)
     flops = {net: count_flops(net) for net in ("unetkit", "basicunet")}
+    choice = precision_choice()
     print("contenders ...", file=sys.stderr, flush=True)
-    measured = measure_contenders(specs, repeats, args.warmup)
-    peak_after = measure_peak(torch.get_num_threads())
-    for key in ("fp32_gflops", "bf16_gflops"):  # the clock drifts: keep the higher of the two
-        peak[f"{key}_before"], peak[f"{key}_after"] = peak.get(key), peak_after.get(key)
-        if peak_after.get(key) and (peak.get(key) is None or peak_after[key] > peak[key]):
-            peak[key] = peak_after[key]
+    measured = measure_contenders(specs, repeats, args.warmup, quiet_limit=args.quiet_limit)
+    for before, after in ((peak, measure_peak(threads)), (ceiling, measure_ceiling(runs=max(3, min(repeats, 5))))):
+        for key in ("fp32_gflops", "bf16_gflops"):  # the clock drifts: keep the higher of the two
+            before[f"{key}_before"], before[f"{key}_after"] = before.get(key), after.get(key)
+            if after.get(key) and (before.get(key) is None or after[key] > before[key]):
+                before[key] = after[key]
     rss = {} if args.no_rss else {s.key: peak_rss(s) for s in specs}
     sizes = args.sizes or [256, 512, 1024, 2048] + ([] if args.quick else [4096])
     scaling = [] if args.no_scaling else measure_scaling(sizes, None if args.quick else (args.large or None))
@@ -826,9 +1073,12 @@ def main() -> int:
         "date": dt.date.today().isoformat(),
         "command": ".venv/bin/python benchmarks/speed.py" + "".join(f" {a}" for a in sys.argv[1:])
         + ("  (make bench)" if len(sys.argv) == 1 else ""),
-        "machine": info, "runtime": runtime, "peak": peak, "precision": precision_choice(), "conv": conv, "flops": flops, "repeats": repeats,
-        "warmup": args.warmup, "load_before": load_before, "load_after": load_after, "noise": noise,
-        "contenders": summarise(specs, measured, flops, peak, rss), "raw_times": measured["times"],
+        "machine": info, "runtime": runtime, "peak": peak, "ceiling": ceiling, "theoretical": theoretical(peak),
+        "bf16_peak_kind": _bf16_peak_name(peak), "precision": choice, "conv": conv, "flops": flops,
+        "repeats": repeats, "warmup": args.warmup, "load_before": load_before, "load_after": load_after,
+        "noise": noise,
+        "contenders": summarise(specs, measured, flops, peak, ceiling, rss, measured["engine_missing"]),
+        "raw_times": measured["times"],
         "phase_peaks": measured["phase_peaks"], "quiet_waits": measured["quiet_waits"],
         "second_process": measured["second_process"], "scaling": scaling, "loader": loader,
         "wall_minutes": (time.time() - started) / 60,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from unetkit import runtime
 from unetkit.data.synth import write_dataset
 from unetkit.train import TrainConfig
 from unetkit.train.trainer import Trainer
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    runtime.configure()  # as the CLI does, at the start of the process
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "cells"
@@ -55,6 +57,7 @@ def main() -> None:
                     "torch": torch.__version__},
         "command": f"benchmarks/train_cells.py --minutes {args.minutes} --precision {args.precision}",
         "precision_used": trainer.precision,
+        "precision_reason": trainer.precision_reason,
         "wall_seconds": round(wall, 1),
         "best_dice": run.best_metric,
         "epochs": run.epochs_done,

@@ -176,12 +176,13 @@ def make_plan(found: Fingerprint, minutes: float, device: torch.device, given: d
 
 
 def _validations(found: Fingerprint, patch: int, batch: int, step_seconds: float, budget: float) -> tuple[int, float]:
-    """How many validations fit a tenth of the budget, and the estimate of one: the
-    predictor's tiles (twice the patch, half overlapping: about twice the pixels) at about a
-    third of a training step's cost per pixel."""
+    """How many validations fit a tenth of the budget, and the estimate of one with its
+    checkpoints: the predictor's tiles (twice the patch, half overlapping: about twice the
+    pixels) at about a third of a training step's cost per pixel, plus reading each image and
+    writing two model folders."""
     h, w = found.median_size
     per_pixel = step_seconds / (3 * batch * patch**2)
-    seconds = max(0.05, found.val_pairs * h * w * 2.25 * per_pixel)
+    seconds = 0.3 + found.val_pairs * (0.02 + h * w * 2.25 * per_pixel)
     count = int(VALIDATION_SHARE * budget / seconds)
     return max(VALIDATIONS[0], min(VALIDATIONS[1], count)), seconds
 

@@ -188,6 +188,7 @@ class Trainer:
             raise UnetkitError(f"{c.data}: the training split is empty; add images or check splits/train.txt.")
         self.plan = self._plan(report) if c.minutes else None
         c = self.config
+        pick_precision("auto", self.device)  # the one-off inference measurement, before any budget runs
         spec = self.spec
         self.options = UNetOptions(in_channels=spec.in_channels, num_classes=spec.num_outputs, **c.model_options())
         if c.precision == "auto":
@@ -357,6 +358,10 @@ class Trainer:
         )
         started = time.monotonic()
         self.deadline = started + (self.budget - spent) if self.budget else None
+        self.last_check, self.check_seconds = started, []
+        if self.budget:  # training seconds between validations, from the plan (then measured)
+            e = self.plan.estimate
+            self.check_interval = e["train_seconds"] / max(1, e["validations"])
         info = self._run_info(history)
         stopped = "completed" if step < self.total_steps else f"already trained for {start_epoch} epochs"
         epoch, trained_steps, trained_seconds = start_epoch, 0, 0.0
@@ -375,7 +380,7 @@ class Trainer:
             check_started = time.monotonic()
             metrics = None
             last = step >= self.total_steps or out_of_time
-            if (epoch + 1) % c.val_every == 0 or last:
+            if last or self._check_due(epoch, check_started):
                 metrics = self.validate()
                 row.update(
                     val_loss=metrics["loss"], val_dice=metrics["headline"], val_iou=metrics["mean_iou_fg"],
@@ -400,7 +405,7 @@ class Trainer:
             used = spent + time.monotonic() - started
             if self.is_main:
                 run_folder.write_history(self.out, history)
-                if self.saves_models:
+                if self.saves_models and (metrics is not None or not self.budget):
                     record = self.record(epoch, metrics)
                     if improved:
                         save_model(self.out / "best", self.model, record)
@@ -416,8 +421,11 @@ class Trainer:
                 run_folder.write_run_info(self.out, info)
                 if self.on_epoch is not None:
                     self.on_epoch(self.out)
+            if metrics is not None:
+                self.last_check = time.monotonic()
+                self.check_seconds.append(self.last_check - check_started)
             if self.budget and not last:
-                self._replan(step, trained_steps, trained_seconds, time.monotonic() - check_started, started, spent)
+                self._replan(step, trained_steps, trained_seconds, started, spent)
             self._say(_epoch_line(row, self.epochs_planned(), improved))
             if stopped != "completed" and not stopped.startswith("completed:"):
                 break
@@ -429,14 +437,30 @@ class Trainer:
     def epochs_planned(self) -> int:
         return max(1, math.ceil(self.total_steps / self.steps_per_epoch))
 
-    def _replan(self, step: int, trained_steps: int, trained_seconds: float, check_seconds: float, started: float,
-                spent: float) -> None:
+    def _check_due(self, epoch: int, now: float) -> bool:
+        """Validate (and write the checkpoints) now? Every --val_every epochs; with a time budget,
+        every `check_interval` seconds of training, so that checks stay about a tenth of it."""
+        if not self.budget:
+            return (epoch + 1) % self.config.val_every == 0
+        return now - self.last_check >= self.check_interval
+
+    def _check_cost(self) -> float:
+        """Seconds of one validation with its checkpoints: measured (the first one, which builds
+        the inference engine, left out once there are others), else the plan's estimate."""
+        measured = self.check_seconds[1:] or self.check_seconds
+        return float(np.median(measured)) if measured else self.plan.estimate["validation_seconds"]
+
+    def _replan(self, step: int, trained_steps: int, trained_seconds: float, started: float, spent: float) -> None:
         """With a time budget: the steps that still fit it, from this run's measured rates (a step,
-        and a validation with its checkpoints), keeping the last validation's cost in hand. The
-        poly schedule follows the new total, so the learning rate reaches its end with the budget."""
+        a validation with its checkpoints), keeping the last validation's cost in hand; checks
+        spaced so that they take about a tenth of what is left. The poly schedule follows the
+        new total, so the learning rate reaches its end with the budget."""
         per_step = trained_seconds / max(1, trained_steps)
-        remaining = self.budget - (spent + time.monotonic() - started) - check_seconds
-        steps_left = remaining / (per_step + check_seconds / self.steps_per_epoch) if remaining > 0 else 0.0
+        per_check = self._check_cost()
+        remaining = self.budget - (spent + time.monotonic() - started) - per_check
+        self.check_interval = max(self.check_interval, per_check / VALIDATION_SHARE)
+        checks_left = remaining / (self.check_interval + per_check) if remaining > 0 else 0.0
+        steps_left = (remaining - checks_left * per_check) / per_step if remaining > 0 else 0.0
         total = step + max(0, int(steps_left))
         if self.world > 1:  # every process must stop at the same step
             agreed = torch.tensor([total], dtype=torch.float64)

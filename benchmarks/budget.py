@@ -1,0 +1,209 @@
+"""Training to a time budget: `train --minutes N` against the fixed defaults and a peer network.
+
+    .venv/bin/python benchmarks/budget.py                          # every set at 5, 10 and 20 minutes
+    .venv/bin/python benchmarks/budget.py --sets isbi2012 --minutes 20
+    .venv/bin/python benchmarks/budget.py --minutes 1 --sets cells --no-markdown   # a smoke run
+
+For each data set (ISBI 2012 from ../shared/datasets when present, and the three generated
+sets: cells, scenes, multispectral) and each budget, three contenders, one after another,
+each in a fresh process (nothing else may run on the machine meanwhile):
+- plan: `unetkit train --minutes N` (the planner chooses the whole recipe);
+- fixed: the fixed defaults, stopped by `--max_minutes N` (what a user got before);
+- basicunet: MONAI's BasicUNet (its default features) trained in the same loop with the
+  plan's recipe and budget (only the network differs).
+Scores are those of the best validation epoch (the checkpoint a user would keep), on the
+validation split, through unetkit's predictor: Dice of the foreground (binary) or the mean
+Dice without background (multiclass), and for ISBI 2012 the pixel error and the adapted
+Rand error. Writes benchmarks/results/budget-<date>.json and the budget section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+ISBI = ROOT.parent / "shared" / "datasets" / "isbi2012"
+GENERATED = {"cells": dict(count=240, size=128), "scenes": dict(count=240, size=128),
+             "multispectral": dict(count=240, size=128)}
+CONTENDERS = ("plan", "fixed", "basicunet")
+
+
+def child(contender: str, data: str, out: str, minutes: float) -> int:
+    """One run in this process; prints its result as the last line (JSON)."""
+    import torch
+
+    from unetkit import runtime
+    from unetkit.train.config import TrainConfig
+    from unetkit.train.trainer import Trainer
+
+    runtime.configure()
+
+    class Recorded(Trainer):
+        """The trainer, keeping every validation's scores (the peer writes no model folders)."""
+
+        scores: list[dict[str, Any]] = []
+
+        def validate(self) -> dict[str, Any]:
+            result = super().validate()
+            self.scores.append({k: result.get(k) for k in ("headline", "pixel_error", "adapted_rand_error",
+                                                           "mean_iou_fg")})
+            return result
+
+    class Peer(Recorded):
+        def build_network(self, in_channels: int, num_outputs: int) -> torch.nn.Module:
+            from monai.networks.nets import BasicUNet
+
+            return BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=num_outputs, norm="batch",
+                             act="relu")
+
+    base = {"data": data, "out": out, "progress": False, "overwrite": True}
+    if contender == "fixed":
+        config = TrainConfig.from_dict({**base, "max_minutes": minutes})
+        cls = Recorded
+    else:
+        config = TrainConfig.from_dict({**base, "minutes": minutes})
+        cls = Peer if contender == "basicunet" else Recorded
+    trainer = cls(config.validate())
+    started = time.monotonic()
+    run = trainer.fit()
+    wall = time.monotonic() - started
+    best = max(trainer.scores, key=lambda s: -1 if s["headline"] is None else s["headline"]) if trainer.scores else {}
+    images = sum(round((row.get("images_per_s") or 0) * (row.get("seconds") or 0)) for row in run.history)
+    c = trainer.config
+    print(json.dumps({
+        "contender": contender, "minutes": minutes, "wall_seconds": wall, "images_seen": images,
+        "steps": run.history[-1]["step"] if run.history else 0, "epochs": run.epochs_done, "stopped": run.stopped,
+        "dice": best.get("headline"), "pixel_error": best.get("pixel_error"),
+        "adapted_rand_error": best.get("adapted_rand_error"), "network": type(trainer.model).__name__,
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "recipe": {k: getattr(c, k) for k in ("base_channels", "depth", "patch_size", "batch_size", "precision",
+                                               "epochs", "steps_per_epoch", "flips", "class_weights")},
+        "precision": trainer.precision,
+    }))
+    return 0
+
+
+def prepare(name: str, folder: Path) -> Path | None:
+    if name == "isbi2012":
+        return ISBI if ISBI.is_dir() else None
+    from unetkit.data.synth import write_dataset
+
+    target = folder / name
+    if not target.exists():
+        write_dataset(name, target, seed=0, **GENERATED[name])
+    return target
+
+
+def machine() -> dict[str, Any]:
+    import platform
+    import re
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
+    flags = set((re.search(r"flags\s*:\s*(.*)", cpuinfo) or [None, ""])[1].split())
+    return {"cpu": model.group(1).strip() if model else platform.processor(),
+            "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "isa": sorted(flags & {"avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni"})}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [f"Measured {result['date']} with `{result['command']}` on {m['cpu']}, {m['cores']} cores "
+             f"({', '.join(m['isa']) or 'no AVX-512'}), one run at a time, {result['wall_minutes']:.0f} min in all.",
+             "", "| budget | data set | contender | network, recipe | images seen | best val. Dice | pixel error "
+             "| adapted Rand | run (s) |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in result["runs"]:
+        if "error" in r:
+            lines.append(f"| {r['minutes']:g} min | {r['set']} | {r['contender']} | failed: {r['error']} | | | | | |")
+            continue
+        recipe = r["recipe"]
+        net = (f"{r['network']} {r['parameters'] / 1e6:.1f}M, base {recipe['base_channels']}"
+               if r["network"] == "UNet" else f"{r['network']} {r['parameters'] / 1e6:.1f}M")
+        net += f", patch {recipe['patch_size']} x {recipe['batch_size']}, {r['precision']}"
+
+        def f(v: float | None, digits: int = 4) -> str:
+            return "–" if v is None else f"{v:.{digits}f}"
+
+        lines.append(f"| {r['minutes']:g} min | {r['set']} | {r['contender']} | {net} | {r['images_seen']:,} | "
+                     f"{f(r['dice'])} | {f(r['pixel_error'])} | {f(r['adapted_rand_error'])} | "
+                     f"{r['wall_seconds']:.0f} |")
+    lines += ["", "plan: `unetkit train --minutes N`; fixed: the fixed defaults with `--max_minutes N`; basicunet: "
+              "MONAI BasicUNet (default features) in the same loop with the plan's recipe and budget. Scores of "
+              "the best validation epoch on the validation split (ISBI 2012: the 6 slices of splits/val.txt), "
+              "through unetkit's predictor; 'run' is the training run's wall time (the budget covers training, "
+              "validation and checkpoints; start-up is before it)."]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="*", default=["isbi2012", *GENERATED])
+    parser.add_argument("--minutes", nargs="*", type=float, default=[5.0, 10.0, 20.0])
+    parser.add_argument("--contenders", nargs="*", default=list(CONTENDERS), choices=CONTENDERS)
+    parser.add_argument("--no-markdown", action="store_true")
+    parser.add_argument("--no-merge", dest="merge", action="store_false",
+                        help="replace the same day's results instead of adding to them")
+    parser.add_argument("--child", nargs=4, metavar=("CONTENDER", "DATA", "OUT", "MINUTES"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child[0], args.child[1], args.child[2], float(args.child[3]))
+    started = time.time()
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="unetkit-budget-") as tmp:
+        folder = Path(tmp)
+        for minutes in args.minutes:
+            for name in args.sets:
+                data = prepare(name, folder)
+                if data is None:
+                    print(f"  {name}: not found, skipped", file=sys.stderr)
+                    continue
+                for contender in args.contenders:
+                    out = folder / f"{name}-{minutes:g}-{contender}"
+                    done = subprocess.run([sys.executable, __file__, "--child", contender, str(data), str(out),
+                                           str(minutes)], capture_output=True, text=True)
+                    row: dict[str, Any] = {"set": name, "minutes": minutes, "contender": contender}
+                    if done.returncode:
+                        tail = [line for line in done.stderr.strip().splitlines() if line.strip()]
+                        row["error"] = tail[-1][:200] if tail else f"exit {done.returncode}"
+                    else:
+                        row.update(json.loads(done.stdout.strip().splitlines()[-1]))
+                    runs.append(row)
+                    print(f"  {minutes:g} min {name} {contender}: "
+                          + (row.get("error") or f"Dice {row['dice']}, {row['images_seen']} images"),
+                          file=sys.stderr, flush=True)
+    command = ".venv/bin/python benchmarks/budget.py" + "".join(f" {a}" for a in sys.argv[1:])
+    result = {"date": dt.date.today().isoformat(), "command": command, "machine": machine(), "runs": runs,
+              "wall_minutes": (time.time() - started) / 60}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"budget-{result['date']}.json"
+    if args.merge and out.is_file():  # the same day's other invocations (other budgets or sets) stay in the table
+        earlier = json.loads(out.read_text())
+        mine = {(r["set"], r["minutes"], r["contender"]) for r in runs}
+        result["runs"] = [r for r in earlier["runs"] if (r["set"], r["minutes"], r["contender"]) not in mine] + runs
+        result["runs"].sort(key=lambda r: (r["minutes"], r["set"], CONTENDERS.index(r["contender"])))
+        result["command"] = f"{earlier['command']}; then {command}"
+        result["wall_minutes"] += earlier.get("wall_minutes", 0.0)
+    out.write_text(json.dumps(result, indent=1))
+    text = markdown(result)
+    print(text)
+    if not args.no_markdown:
+        sys.path.insert(0, str(HERE))
+        from speed import update_markdown
+
+        update_markdown("budget", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
