@@ -102,8 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(commands)
     _add_explain(commands)
     _add_data(commands)
-    from unetkit.serve.command import add_parser as _add_serve
-
     _add_serve(commands)
     return parser
 
@@ -641,6 +639,50 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
                         help="where to run (default auto: cuda, then mps, then cpu)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                         help="auto: bf16 where it measures faster on this CPU, bf16/fp16 on CUDA")
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """`unetkit serve`: its flags here, what it runs in unetkit.serve.command."""
+    from unetkit.serve.command import DEFAULT_MAX_UPLOAD_MB, DEFAULT_SERVE_MAX_PIXELS, run
+    parser = commands.add_parser(
+        "serve",
+        help="serve trained models: a web page, a JSON API and a Label Studio ML backend",
+        description="Loads each --model once and keeps it warm. Open the printed address in a browser to "
+        "segment images by dropping them on the page; POST /api/predict returns the mask `unetkit predict` "
+        "writes; Label Studio connects to the same address as an ML backend. Binds 127.0.0.1 (this machine "
+        "only) unless --host says otherwise; writes nothing to disk.",
+    )
+    parser.add_argument("--model", required=True, action="append", metavar="[NAME=]PATH",
+                        help="RUN_DIR/best, a model folder or an exported .onnx file; repeat for more models "
+                        "(the first is the default; NAME= names it in requests)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default %(default)s: this machine only; 0.0.0.0 for every "
+                        "network, with no login)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on, 0 for any free one "
+                        "(default %(default)s)")
+    parser.add_argument("--allow-folder", action="append", default=[], metavar="DIR",
+                        help="a folder whose images clients may name by path (Label Studio local files or "
+                        "uploads); repeat for more; without it no file is opened")
+    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, metavar="MB",
+                        help="largest upload or image file read, in megabytes (default %(default)s)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_SERVE_MAX_PIXELS, metavar="N",
+                        help="largest image decoded, in pixels, checked from the file header (a guard against "
+                        "decompression bombs; default 64,000,000 when serving)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="images segmented at the same time (default %(default)s; each model runs one "
+                        "image at a time)")
+    parser.add_argument("--queue", type=int, default=8, metavar="N",
+                        help="requests that may wait for a worker; more are answered 503 (default %(default)s)")
+    parser.add_argument("--keep-mb", type=float, default=1024, metavar="MB",
+                        help="memory for the page's latest results, kept for downloads (default %(default)s)")
+    add_inference_options(parser)
+    parser.add_argument("--rescale", default="auto", choices=["auto", "none"],
+                        help="auto: an image of another integer dtype than the training images is scaled to "
+                        "their range; none: used as it is")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="server log detail; info logs each request (default %(default)s)")
+    parser.leaf(run)
+    return parser
 
 
 def _run_predict(args: argparse.Namespace) -> int:

@@ -104,3 +104,8 @@ def test_given_settings_win_and_the_plan_says_so(machine):
     assert choice(plan, "base_channels").given and choice(plan, "base_channels").value == 64
     assert {c[0] for c in machine} == {64} and {c[1] for c in machine} == {128}  # measured as given
     assert "(given)" in plan.to_text()
+
+
+def test_a_patch_is_never_larger_than_the_images(machine):
+    plan = planner.make_plan(fingerprint(size=(128, 160), area=60000.0), 20, torch.device("cpu"))
+    assert plan.settings["patch_size"] <= 128

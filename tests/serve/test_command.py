@@ -14,16 +14,14 @@ import urllib.request
 
 import pytest
 
-from unetkit.cli import Parser
+from unetkit.cli import Parser, _add_serve
 from unetkit.errors import UnetkitError
-from unetkit.serve.command import add_parser
 
 RUNNER = """
 import sys
-from unetkit.cli import Parser
-from unetkit.serve.command import add_parser
+from unetkit.cli import Parser, _add_serve
 parser = Parser(prog="unetkit")
-add_parser(parser.add_subparsers(parser_class=Parser))
+_add_serve(parser.add_subparsers(parser_class=Parser))
 args = parser.parse_args(sys.argv[1:])
 sys.exit(args.run(args))
 """
@@ -31,7 +29,7 @@ sys.exit(args.run(args))
 
 def _parser() -> argparse.ArgumentParser:
     parser = Parser(prog="unetkit")
-    add_parser(parser.add_subparsers(parser_class=Parser))
+    _add_serve(parser.add_subparsers(parser_class=Parser))
     return parser
 
 
@@ -53,8 +51,8 @@ def test_flags_have_help_both_spellings_and_safe_defaults():
 
 
 def test_building_the_parser_loads_neither_torch_nor_fastapi():
-    code = ("import sys; from unetkit.cli import Parser; from unetkit.serve.command import add_parser; "
-            "p = Parser(); add_parser(p.add_subparsers(parser_class=Parser)); "
+    code = ("import sys; from unetkit.cli import Parser, _add_serve; "
+            "p = Parser(); _add_serve(p.add_subparsers(parser_class=Parser)); "
             "print(sorted(m for m in ('torch', 'fastapi', 'uvicorn') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

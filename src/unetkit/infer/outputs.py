@@ -15,6 +15,7 @@ nodata tag says so) and NaN in the probabilities.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -75,10 +76,12 @@ def write_probabilities(job: Job, probs: np.ndarray, kind: str) -> Path:
     return path
 
 
-def overlay_image(image: np.ndarray, mask: np.ndarray, info: SavedModel, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """(H, W, 3) uint8: the image for display with each class's colour blended in at `alpha`."""
-    picture = display_rgb(image)
-    colors = info.overlay_colors()
+def overlay_image(image: np.ndarray, mask: np.ndarray, info: SavedModel, alpha: float = OVERLAY_ALPHA, *,
+                  hidden: Sequence[int] = (), bands: Sequence[int] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8: the image for display (its `bands`, by default the first three) with
+    each class's overlay colour blended in at `alpha`, except the class indices in `hidden`."""
+    picture = display_rgb(image if bands is None else image[:, :, list(bands)])
+    colors = [None if index in hidden else color for index, color in enumerate(info.overlay_colors())]
     if info.task == "multilabel":
         for label, color in enumerate(colors):
             if color is not None:

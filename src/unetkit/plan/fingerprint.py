@@ -2,8 +2,10 @@
 
 Image sizes (from the file headers, every image), bands and their statistics, class shares
 and the ignore label (from `unetkit data check`), and what only the masks tell: how large
-and how thick the objects are (connected components of the foreground in a sample of the
-training masks), how many there are per image, how often pixels are ignored, and whether
+and how thick the objects are (the connected components of each class but the most frequent
+one, in a sample of the training masks: cells, not the background; cars and buildings, not
+the sky; the pieces of a membrane, not the cells it separates), how many there are per
+image, how often pixels are ignored, and whether
 the classes sit at fixed heights (a sky above a road: the images have an up, so they must
 not be turned upside down). Streamed, one mask at a time; cached per data set contents in
 ~/.cache/unetkit/fingerprints, and written into the run's plan.json.
@@ -22,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 SAMPLE = 200  # masks read for the object statistics (evenly spread over the training split)
-VERSION = 1
+VERSION = 2
 
 
 @dataclass
@@ -45,7 +47,7 @@ class Fingerprint:
     class_shares: list[float]
     foreground_share: float
     ignore_share: float
-    object_area_median: float | None = None  # connected foreground components
+    object_area_median: float | None = None  # connected components of every class but the most frequent
     object_area_p90: float | None = None
     object_diameter_median: float | None = None  # of a disk with the median area
     object_thickness_median: float | None = None  # twice the largest inner distance of a component
@@ -141,6 +143,8 @@ def _masks(found: Fingerprint, dataset: Any, spec: Any) -> None:
     classes = len(spec.classes)
     rows = np.zeros((classes, 2))  # per class: pixels in the top half, the bottom half
     cols = np.zeros((classes, 2))
+    shares = np.asarray(found.class_shares, np.float64)
+    dominant = int(np.argmax(shares)) if spec.task != "multilabel" and len(shares) == classes else None
     for index in range(len(dataset)):
         _, target = dataset.load(index)
         if target.ndim == 3:  # multilabel: layers of 0/1; the union is the foreground
@@ -158,13 +162,17 @@ def _masks(found: Fingerprint, dataset: Any, spec: Any) -> None:
         for k, layer in enumerate(layers):
             rows[k] += (layer[: height // 2].sum(), layer[height - height // 2 :].sum())
             cols[k] += (layer[:, : width // 2].sum(), layer[:, width - width // 2 :].sum())
-        labels, count = ndimage.label(foreground)
+        count = 0
+        for k, layer in enumerate(layers):
+            if k == dominant or (dominant is None and spec.task != "multilabel" and k == 0):
+                continue
+            labels, found_here = ndimage.label(layer)
+            count += found_here
+            if found_here:
+                areas += np.bincount(labels.ravel())[1:].tolist()
+                inner = ndimage.distance_transform_edt(layer)
+                thickness += (2 * np.asarray(ndimage.maximum(inner, labels, np.arange(1, found_here + 1)))).tolist()
         counts.append(count)
-        if count:
-            sizes = np.bincount(labels.ravel())[1:]
-            areas += sizes.tolist()
-            inner = ndimage.distance_transform_edt(foreground)
-            thickness += (2 * np.asarray(ndimage.maximum(inner, labels, np.arange(1, count + 1)))).tolist()
     found.masks_read = len(dataset)
     found.ignore_share = ignored / total if total else 0.0
     if areas:

@@ -2,8 +2,9 @@
 
 Each rule follows a property of the data or a measurement, never one data set's numbers:
 - patch toward the median image's shorter side (nnU-Net's 2D rule), at most what one step
-  of the device handles well (256 px on a CPU, 512 on a GPU), and at least twice the large
-  objects' diameter, so that objects and their surroundings fit whole;
+  of the device handles well (256 px on a CPU, 512 on a GPU) unless the typical object needs
+  more (a patch holds at least twice the median object's diameter, so that objects and their
+  surroundings fit whole), and never more than the image (beyond it a patch is padding);
 - depth: pool while the bottleneck keeps at least 8 px a side (the deepest the patch allows,
   so the receptive field is as wide as the patch lets it be: large objects widen the patch);
 - batch: about 2^17 pixels a step on a CPU (2^20 on a GPU), at least 2 (batch norm);
@@ -102,17 +103,16 @@ def make_plan(found: Fingerprint, minutes: float, device: torch.device, given: d
 
     side = min(found.median_size)
     cap = GPU_MAX_PATCH if gpu else CPU_MAX_PATCH
-    objects = math.sqrt(4 * found.object_area_p90 / math.pi) if found.object_area_p90 else 0.0
-    target = min(side, cap)
-    if objects and 2 * objects > target:
-        target = min(max(side, 2 * objects), 2 * cap)
+    objects = found.object_diameter_median or 0.0
+    target = min(side, max(cap, 2 * objects))
     depth_reason = "the bottleneck keeps at least 8 px a side"
     depth = max(2, min(5, int(math.log2(max(target, 32) / 8))))
     depth = choose("depth", depth, f"{depth_reason} of a {int(target)} px patch")
     multiple = 2**depth
     patch = max(multiple, int(target) // multiple * multiple)
     why = (f"toward the median image's {side} px shorter side, at most {cap} px on a {'GPU' if gpu else 'CPU'}"
-           + (f", and twice the large objects' {objects:.0f} px" if objects and 2 * objects > min(side, cap) else ""))
+           + (f" or twice the typical object's {objects:.0f} px" if objects and 2 * objects > cap else "")
+           + f" (objects: {objects:.0f} px across)")
     patch = choose("patch_size", patch, why)
     pixels = GPU_PIXELS_PER_STEP if gpu else CPU_PIXELS_PER_STEP
     batch = choose("batch_size", max(2, min(32, round(pixels / patch**2))),

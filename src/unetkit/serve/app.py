@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from unetkit.data.io import UnreadableFile, read_geo_profile_bytes, read_image_bytes
 from unetkit.errors import UnetkitError, user_errors
+from unetkit.infer.outputs import OVERLAY_ALPHA, overlay_image
 from unetkit.serve import labelstudio, page, results
 from unetkit.serve.models import ServedModel, json_safe
 from unetkit.serve.sources import SourceError, read_reference
@@ -323,9 +324,9 @@ def create_app(models: dict[str, ServedModel], settings: ServerSettings | None =
         if what == "probabilities.tif":
             return Response(results.probabilities_file(result.probs), media_type="image/tiff",
                             headers=named(f"{result.stem}_prob.tif"))
-        alpha = _number(query.get("alpha"), "alpha", results.OVERLAY_ALPHA, 0.0, 1.0)
+        alpha = _number(query.get("alpha"), "alpha", OVERLAY_ALPHA, 0.0, 1.0)
         hidden = _indices(query.get("hide"), len(record.class_names))
-        picture = results.overlay(result.image, result.mask, record, alpha=alpha, hidden=hidden, bands=bands)
+        picture = overlay_image(result.image, result.mask, record, alpha, hidden=hidden, bands=bands)
         return Response(results.png(picture), media_type="image/png", headers=named(f"{result.stem}_overlay.png"))
 
     # --- the Label Studio ML backend ------------------------------------------------------------

@@ -23,11 +23,10 @@ from typing import Any
 import numpy as np
 
 from unetkit.data.io import encode_geo_mask, encode_mask_png, encode_mask_tiff, to_hwc
-from unetkit.infer.outputs import OVERLAY_ALPHA, display_rgb
+from unetkit.infer.outputs import display_rgb
 from unetkit.serve.models import Segmentation, class_table
 
 NODATA_INDEX = 255  # the class index the page's label preview holds where the image has no data
-ROWS = 1024  # rows blended at a time, as the package's overlay does
 
 
 @dataclass
@@ -156,30 +155,6 @@ def probabilities_file(probs: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, record: Any, *, alpha: float = OVERLAY_ALPHA,
-            hidden: Sequence[int] = (), bands: Sequence[int] | None = None) -> np.ndarray:
-    """(H, W, 3) uint8: the image for display with each shown class's overlay colour blended
-    in at `alpha`; with the defaults, exactly predict's `--overlay` picture."""
-    picture = display_rgb(image if bands is None else image[:, :, list(bands)])
-    colors = record.overlay_colors()
-    ids = record.class_ids()
-    for index, color in enumerate(colors):
-        if color is None or index in hidden:
-            continue
-        where = (mask[index] == 1) if record.task == "multilabel" else (mask == ids[index])
-        _blend(picture, where, np.asarray(color, np.float32), alpha)
-    return picture
-
-
-def _blend(picture: np.ndarray, where: np.ndarray, color: np.ndarray, alpha: float) -> None:
-    for top in range(0, picture.shape[0], ROWS):
-        rows = slice(top, top + ROWS)
-        selected = where[rows]
-        if selected.any():
-            band = picture[rows]
-            band[selected] = ((1 - alpha) * band[selected] + alpha * color + 0.5).astype(np.uint8)
-
-
 def png(array: np.ndarray) -> bytes:
     """Plain PNG of an (H, W) or (H, W, 3) uint8 array (previews, overlays)."""
     from PIL import Image
@@ -300,5 +275,5 @@ def page_payload(result: Result, record: Any, segmentation: Segmentation, side: 
 
 
 __all__ = ["NODATA_INDEX", "Result", "ResultStore", "class_areas", "confidence", "default_bands", "file_stem", "geo_mask_file",
-           "label_preview", "mask_file", "overlay", "page_payload", "parse_bands", "png", "preview_grid",
+           "label_preview", "mask_file", "page_payload", "parse_bands", "png", "preview_grid",
            "probabilities_file", "probability_previews"]

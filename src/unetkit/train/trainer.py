@@ -148,24 +148,28 @@ class Trainer:
 
     # --- set-up ------------------------------------------------------------------------
 
-    def _claim(self) -> None:
-        """Rank 0 claims the run folder and tells the other processes what it decided (they
-        must not look for themselves: by then rank 0 may already have written there)."""
-        claimed: run_folder.Claim | str | None = None
+    def _on_rank0(self, make: Callable[[], Any]) -> Any:
+        """`make()` run by rank 0 and its result (or its one-sentence error) given to every
+        process: the others must not look for themselves, rank 0 may already have written."""
+        result: Any = None
         if self.is_main:
             try:
-                claimed = run_folder.claim(self.config, True)
+                result = make()
             except UnetkitError as error:
-                claimed = str(error)
                 if self.world == 1:
                     raise
+                result = _Refused(str(error))
         if self.world > 1:
-            payload = [claimed]
+            payload = [result]
             dist.broadcast_object_list(payload, src=0)
-            claimed = payload[0]
-        if isinstance(claimed, str):
-            raise UnetkitError(claimed)
-        assert claimed is not None
+            result = payload[0]
+        if isinstance(result, _Refused):
+            raise UnetkitError(result.message)
+        return result
+
+    def _claim(self) -> None:
+        """Rank 0 claims the run folder and tells the other processes what it decided."""
+        claimed = self._on_rank0(lambda: run_folder.claim(self.config, True))
         self.config, self.resume_from = claimed.config, claimed.resume_from
         for note in claimed.notes:
             self._say(note)
@@ -279,33 +283,24 @@ class Trainer:
     def _plan(self, report: Any) -> Any:
         """With --minutes: the recipe for the budget, planned by rank 0 (once: a resumed run goes
         on with its plan.json), applied to every setting the user did not give."""
+        from unetkit.plan.fingerprint import fingerprint
         from unetkit.plan.planner import Plan, make_plan
 
         path = self.out / PLAN_FILE
-        plan: Plan | str | None = None
-        if path.is_file():
-            plan = Plan.from_dict(json.loads(path.read_text()))
-        elif self.is_main:
-            from unetkit.plan.fingerprint import fingerprint
+        existed = path.is_file()
 
-            try:
-                found = fingerprint(self.config.data, report, seed=self.config.seed,
-                                    val_fraction=self.config.val_fraction)
-                plan = make_plan(found, self.config.minutes, self.device, self._given(), self.config.optimizer)
-            except UnetkitError as error:
-                plan = str(error)
-        if self.world > 1:
-            payload = [plan]
-            dist.broadcast_object_list(payload, src=0)
-            plan = payload[0]
-        if isinstance(plan, str):
-            raise UnetkitError(plan)
-        assert plan is not None
+        def make() -> Plan:
+            if existed:
+                return Plan.from_dict(json.loads(path.read_text()))
+            found = fingerprint(self.config.data, report, seed=self.config.seed, val_fraction=self.config.val_fraction)
+            return make_plan(found, self.config.minutes, self.device, self._given(), self.config.optimizer)
+
+        plan = self._on_rank0(make)
         given = getattr(self.config, "given", frozenset())
         settings = {k: v for k, v in plan.settings.items() if k not in self._given()}
         self.config = dataclasses.replace(self.config, **settings).validate()
         self.config.given = frozenset(given)
-        if self.is_main and not path.is_file():
+        if self.is_main and not existed:
             atomic_write_text(path, json.dumps(plan.to_dict(), indent=2))
             self._say(plan.to_text())
         return plan
@@ -615,6 +610,13 @@ class Trainer:
     def _say(self, text: str) -> None:
         if self.is_main:
             print(text, flush=True)
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A one-sentence refusal made on rank 0, sent to the other processes."""
+
+    message: str
 
 
 def default_workers() -> int:
