@@ -6,6 +6,7 @@ installs them with apt-get when they are missing, or skips saying why).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -35,9 +36,11 @@ def test_report_says_what_a_run_review_needs(run_dir):
     """What nnU-Net and TensorBoard users look for: the run's name, time, epochs of planned, why it
     stopped, the best epoch, device and parameters, epoch times, a score per image."""
     page = (run_dir / "report.html").read_text()
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["device"] == "cpu" and run["precision"] in ("fp32", "bf16")  # the probe measures which pays here
     assert f"<title>unetkit report: {run_dir.name}</title>" in page
     for words in ("wall time", "2 of 2 planned", "stopped</th><td>completed", "best epoch", "parameters",
-                  "cpu fp32", "Epochs", "seconds", "Scores per image, worst first", "img07"):
+                  f"cpu {run['precision']}", "Epochs", "seconds", "Scores per image, worst first", "img07"):
         assert words in page, words
     assert "<tr class=best>" in page
 
