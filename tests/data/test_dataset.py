@@ -76,6 +76,16 @@ def test_patches_are_seeded_by_epoch_and_index_not_by_worker(binary_set):
     assert torch.equal(batched, torch.stack(first))
 
 
+def test_a_second_draw_of_an_image_in_one_epoch_is_a_new_sample(binary_set):
+    """A sampler's second pass (index + len) reads the same pair with a crop of its own: an
+    epoch longer than the data set must not train on the same few patches over and over."""
+    spec, splits = inspect_dataset(binary_set)
+    dataset = SegmentationDataset(binary_set, splits["train"], spec, patch_size=(8, 8), seed=5)
+    n = len(dataset)
+    assert [dataset[i + n]["stem"] for i in range(n)] == [dataset[i]["stem"] for i in range(n)]
+    assert not all(torch.equal(dataset[i]["image"], dataset[i + n]["image"]) for i in range(n))
+
+
 def test_small_images_are_padded_with_zeros_and_the_ignore_index(builder):
     builder.classes([{"id": 0, "name": "bg"}, {"id": 1, "name": "fg"}], ignore_index=255).pairs(3, size=(6, 5))
     spec, splits = inspect_dataset(builder.root)

@@ -109,3 +109,9 @@ def test_given_settings_win_and_the_plan_says_so(machine):
 def test_a_patch_is_never_larger_than_the_images(machine):
     plan = planner.make_plan(fingerprint(size=(128, 160), area=60000.0), 20, torch.device("cpu"))
     assert plan.settings["patch_size"] <= 128
+
+
+def test_the_depth_follows_a_given_patch(machine):
+    plan = planner.make_plan(fingerprint(size=(512, 512)), 20, torch.device("cpu"), given={"patch_size": 64})
+    assert plan.settings["depth"] == 3  # a 64 px patch pools to 8 px in three steps, not the 256 px plan's five
+    assert "64 px patch" in choice(plan, "depth").reason

@@ -80,6 +80,7 @@ def test_config_yaml_holds_the_resolved_values(disks, tmp_path, tiny):
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["task"] == "binary" and saved["loss"] == "bce+dice"
     assert saved["lr"] == pytest.approx(3e-3) and saved["workers"] == 0
+    assert saved["precision"] in ("fp32", "bf16")  # measured once; a resume goes on in it
 
 
 def test_a_crafted_resume_state_says_the_weights_are_intact(disks, tmp_path, tiny):

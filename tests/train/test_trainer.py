@@ -132,3 +132,15 @@ def test_cli_refuses_unknown_flags_and_bad_data_in_one_line(disks, tmp_path):
                               "--out", str(tmp_path / "r")], capture_output=True, text=True)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert not (tmp_path / "r" / "last").exists()
+
+
+def test_an_epoch_of_several_passes_draws_each_image_anew():
+    """Passes of one epoch give draws index + pass * size: distinct numbers, every image as often."""
+    from unetkit.train.trainer import EpochSampler
+
+    sampler = EpochSampler(5, 17, seed=3)
+    draws = list(sampler)
+    assert len(draws) == 17 and len(set(draws)) == 17
+    assert sorted(d % 5 for d in draws[:15]) == sorted(list(range(5)) * 3)
+    sampler.set_epoch(1)
+    assert list(sampler) != draws

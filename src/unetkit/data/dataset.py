@@ -12,7 +12,7 @@ and a resumed run sees the same crops.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,12 +121,16 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.stems)
 
+    def __iter__(self) -> Iterator[dict]:
+        """One item per pair (indexing goes on past the end: further draws, see __getitem__)."""
+        return (self[i] for i in range(len(self)))
+
     def set_epoch(self, epoch: int) -> None:
         """Change the augmentation seeds; call once per epoch (and with the epoch resumed at)."""
         self.epoch = int(epoch)
 
     def sample_seed(self, index: int) -> int:
-        """The seed of item `index` this epoch: a hash of (seed, epoch, index), 0 .. 2**31-1."""
+        """The seed of draw `index` this epoch: a hash of (seed, epoch, draw), 0 .. 2**31-1."""
         digest = hashlib.blake2b(f"{self.seed}\0{self.epoch}\0{index}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "little") & 0x7FFFFFFF
 
@@ -168,7 +172,9 @@ class SegmentationDataset(Dataset):
         return image, target, nodata
 
     def __getitem__(self, index: int) -> dict:
-        image, target, nodata = self.load_with_nodata(index)
+        """Item `index`; an index past the end is a further draw of image `index % len(self)`
+        (a sampler's second pass over the data in one epoch), with a crop and augmentation of its own."""
+        image, target, nodata = self.load_with_nodata(index % len(self.stems))
         image = (image.astype(np.float32) - self._mean) / self._std
         if nodata is not None:
             image[nodata] = 0.0  # the band mean, normalised: no NaN reaches the network
@@ -183,7 +189,7 @@ class SegmentationDataset(Dataset):
         return {
             "image": torch.from_numpy(to_chw(np.asarray(image, np.float32))),
             "mask": torch.from_numpy(np.ascontiguousarray(target, dtype=np.int64)),
-            "stem": self.stems[index],
+            "stem": self.stems[index % len(self.stems)],
         }
 
     @property

@@ -105,15 +105,15 @@ def make_plan(found: Fingerprint, minutes: float, device: torch.device, given: d
     cap = GPU_MAX_PATCH if gpu else CPU_MAX_PATCH
     objects = found.object_diameter_median or 0.0
     target = min(side, max(cap, 2 * objects))
-    depth_reason = "the bottleneck keeps at least 8 px a side"
-    depth = max(2, min(5, int(math.log2(max(target, 32) / 8))))
-    depth = choose("depth", depth, f"{depth_reason} of a {int(target)} px patch")
-    multiple = 2**depth
-    patch = max(multiple, int(target) // multiple * multiple)
     why = (f"toward the median image's {side} px shorter side, at most {cap} px on a {'GPU' if gpu else 'CPU'}"
            + (f" or twice the typical object's {objects:.0f} px" if objects and 2 * objects > cap else "")
            + f" (objects: {objects:.0f} px across)")
-    patch = choose("patch_size", patch, why)
+    given_patch = int(given["patch_size"]) if "patch_size" in given else None
+    span = given_patch or target  # the depth follows the patch that is trained, given or planned
+    depth = max(2, min(5, int(math.log2(max(span, 32) / 8))))
+    depth = choose("depth", depth, f"the bottleneck keeps at least 8 px a side of a {int(span)} px patch")
+    multiple = 2**depth
+    patch = choose("patch_size", max(multiple, int(target) // multiple * multiple), why)
     pixels = GPU_PIXELS_PER_STEP if gpu else CPU_PIXELS_PER_STEP
     batch = choose("batch_size", max(2, min(32, round(pixels / patch**2))),
                    f"about {pixels:,} pixels a step (at least 2 images, for batch norm)")

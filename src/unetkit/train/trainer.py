@@ -1,7 +1,7 @@
 """The training engine: one explicit loop, every setting from TrainConfig, nothing to subclass.
 
 Reproducibility is designed in rather than hoped for: the sampler's order is a function of
-(seed, epoch), each sample's augmentation of (seed, epoch, index), and the only other random
+(seed, epoch), each sample's augmentation of (seed, epoch, draw), and the only other random
 draws (dropout, the DataLoader's worker seed) come from torch's global generator, whose state
 is saved at the end of every epoch with the weights, optimizer, scheduler and scaler. So a run
 killed at any moment and resumed from RUN_DIR/last retraces exactly the epochs it lost.
@@ -90,8 +90,10 @@ def train(config: TrainConfig | dict[str, Any] | None = None, *, on_epoch: OnEpo
 
 
 class EpochSampler(Sampler[int]):
-    """Indices for one epoch, a function of (seed, epoch) only; sharded by rank under DDP.
-    `length` may exceed the data set (several shuffled passes) or fall short of it."""
+    """Draws for one epoch, a function of (seed, epoch) only; sharded by rank under DDP.
+    `length` may exceed the data set (several shuffled passes) or fall short of it. Pass p
+    yields `index + p * size`: the data set reads image `draw % size` and seeds its crop and
+    augmentation with the whole draw, so an image drawn twice in an epoch is two samples."""
 
     def __init__(self, size: int, length: int, seed: int, rank: int = 0, world: int = 1) -> None:
         self.size, self.length, self.seed, self.rank, self.world = size, length, seed, rank, world
@@ -103,7 +105,8 @@ class EpochSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         passes = math.ceil(self.length / self.size)
-        order = torch.cat([torch.randperm(self.size, generator=generator) for _ in range(passes)])[: self.length]
+        order = torch.cat([torch.randperm(self.size, generator=generator) + p * self.size
+                           for p in range(passes)])[: self.length]
         return iter(order[self.rank :: self.world].tolist())
 
     def __len__(self) -> int:
@@ -118,6 +121,9 @@ class _WithBorderWeights(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self[i] for i in range(len(self)))
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
@@ -464,10 +470,11 @@ class Trainer:
         self.total_steps = total
 
     def resolved_config(self) -> TrainConfig:
-        """The config as this run uses it: task, loss, learning rate and workers decided, not None."""
+        """The config as this run uses it: task, loss, learning rate, workers and precision decided,
+        not None or auto (a resumed run goes on in the precision it began in, whatever a new probe says)."""
         c = self.config
         resolved = dataclasses.replace(c, task=self.spec.task, loss=self.loss_name, lr=c.learning_rate,
-                                       workers=self.workers)
+                                       workers=self.workers, precision=self.precision)
         resolved.given = getattr(c, "given", frozenset())
         return resolved
 
