@@ -101,7 +101,9 @@ def _train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
 
 def test_resume_after_sigkill_reaches_the_same_weights(disks, tmp_path):
     """Kill mid-epoch with SIGKILL, resume, and land on the uninterrupted run's weights."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # precision forced: each process would otherwise time bf16 against fp32 for its validation, and on a
+    # loaded machine two processes can choose differently (the resume is what is tested here, not the probe)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "UNETKIT_CPU_BF16": "0"}
     subprocess.run(_train_cmd(disks, tmp_path / "whole"), check=True, env=env, capture_output=True)
     proc = subprocess.Popen(_train_cmd(disks, tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
