@@ -689,9 +689,9 @@ def measure_loader(data: Path | None, batches: int) -> dict[str, Any]:
     from unetkit.data.transforms import build_augmentation
     from unetkit.nn import UNet, UNetOptions, fused
     from unetkit.plan.probe import make_adamw, training_precision
+    from unetkit.runtime import default_workers
     from unetkit.train.config import DEFAULT_LOSS, TrainConfig
     from unetkit.train.losses import SegmentationLoss
-    from unetkit.train.trainer import default_workers
 
     c = TrainConfig()
     with tempfile.TemporaryDirectory() as folder:

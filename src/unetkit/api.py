@@ -37,6 +37,7 @@ def plan(data: str | Path, minutes: float, *, device: str = "auto", **given: Any
     from unetkit.model.device import pick_device
     from unetkit.plan.fingerprint import fingerprint
     from unetkit.plan.planner import make_plan
+    from unetkit.plan.probe import sample_cost_of
     from unetkit.train.config import TrainConfig
 
     runtime.configure()
@@ -45,4 +46,5 @@ def plan(data: str | Path, minutes: float, *, device: str = "auto", **given: Any
                              include_alpha=config.include_alpha, ignore_nodata=config.ignore_nodata)
     found = fingerprint(data, report, seed=config.seed, val_fraction=config.val_fraction)
     chosen = {k: getattr(config, k) for k in given}
-    return make_plan(found, minutes, pick_device(device), chosen, config.optimizer)
+    return make_plan(found, minutes, pick_device(device), chosen, config.optimizer,
+                     sample_cost_of(data, report, config.ignore_nodata))

@@ -99,6 +99,13 @@ def cores() -> int:
     return max(1, total // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
 
 
+def default_workers() -> int:
+    """DataLoader workers: none with 2 cores or fewer (the model needs them), else a quarter of
+    the cores, at most 4 (each takes a core from the model: see `share_with_loaders`)."""
+    count = cores()
+    return 0 if count <= 2 else min(4, max(1, count // 4))
+
+
 def share_with_loaders(workers: int) -> int:
     """Give `workers` DataLoader processes a core each and the model the rest (at least one):
     a loader that takes the model's core slows both far more than it saves. Returns the

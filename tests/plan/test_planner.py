@@ -64,7 +64,7 @@ def test_width_follows_what_the_budget_can_train(machine):
     long = planner.make_plan(fingerprint(), 120, torch.device("cpu"))
     assert short.settings["base_channels"] < long.settings["base_channels"]
     assert long.estimate["steps"] >= planner.MIN_STEPS
-    assert "at least 2,000 steps" in choice(long, "base_channels").reason
+    assert f"at least {planner.MIN_STEPS:,} steps" in choice(long, "base_channels").reason
 
 
 def test_a_gpu_gets_a_larger_recipe(machine):
@@ -115,3 +115,26 @@ def test_the_depth_follows_a_given_patch(machine):
     plan = planner.make_plan(fingerprint(size=(512, 512)), 20, torch.device("cpu"), given={"patch_size": 64})
     assert plan.settings["depth"] == 3  # a 64 px patch pools to 8 px in three steps, not the 256 px plan's five
     assert "64 px patch" in choice(plan, "depth").reason
+
+
+def test_loading_the_batch_is_part_of_a_step_unless_workers_overlap_it(machine):
+    free = planner.make_plan(fingerprint(), 10, torch.device("cpu"), given={"workers": 0})
+    seen = []
+
+    def sample_cost(patch, augment, flips):
+        seen.append((patch, augment, flips))
+        return 0.05
+
+    paid = planner.make_plan(fingerprint(), 10, torch.device("cpu"), given={"workers": 0}, sample_cost=sample_cost)
+    batch, base = paid.settings["batch_size"], paid.settings["base_channels"]
+    network = paid.estimate["network_seconds"][str(base)]
+    assert paid.estimate["step_seconds"] == pytest.approx(network + batch * 0.05)
+    assert paid.estimate["steps"] < free.estimate["steps"]
+    assert seen == [(paid.settings["patch_size"], "default", paid.settings["flips"])]
+    assert "loading the batch" in choice(paid, "base_channels").reason
+    overlapped = planner.make_plan(fingerprint(), 10, torch.device("cpu"), given={"workers": 4},
+                                   sample_cost=sample_cost)
+    e = overlapped.estimate
+    assert e["step_seconds"] == pytest.approx(max(e["network_seconds"][str(overlapped.settings["base_channels"])],
+                                                  batch * 0.05 / 4))
+

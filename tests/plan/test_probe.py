@@ -52,3 +52,15 @@ def test_a_step_is_measured_once_then_read_from_the_cache(tmp_path):
 def test_on_a_gpu_bf16_or_fp16_without_measuring():
     choice, _ = probe.training_precision(TINY, 32, 2, torch.device("cuda"))
     assert choice == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+
+
+def test_loading_a_training_sample_is_measured_on_the_data(tmp_path):
+    from unetkit.data.check import check_dataset
+    from unetkit.data.synth import write_dataset
+
+    write_dataset("cells", tmp_path / "cells", count=6, size=64, seed=0)
+    report = check_dataset(tmp_path / "cells", val_fraction=0.2, seed=0)
+    cost = probe.sample_cost_of(tmp_path / "cells", report)
+    seconds = cost(32, "default", "all")
+    assert 0 < seconds < 5
+    assert probe.sample_seconds(tmp_path / "cells", [], report.spec, 32, "default", "all") == 0.0

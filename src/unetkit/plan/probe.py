@@ -18,6 +18,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,34 @@ def step_cost(options: UNetOptions, patch: int, batch: int, precision: str, devi
     seconds = _time_steps(options, patch, batch, [precision], device, steps)[precision]
     _write_cache({key: seconds})
     return StepCost(seconds, batch / seconds, precision, measured=True)
+
+
+def sample_seconds(root: str | Path, stems: list[str], spec: Any, patch: int, augment: str, flips: str,
+                   ignore_nodata: bool = False, draws: int = 6) -> float:
+    """The time to read, crop and augment one training sample of this data set, measured
+    (median of `draws`, after a warm-up): a training step pays it per image wherever the
+    loader runs in the training process, and it does not shrink with the network's width."""
+    from unetkit.data.dataset import SegmentationDataset
+    from unetkit.data.transforms import build_augmentation
+
+    if not stems:
+        return 0.0
+    size = (patch, patch)
+    dataset = SegmentationDataset(root, stems, spec, patch_size=size, seed=0, ignore_nodata=ignore_nodata,
+                                  transform=build_augmentation(size, level=augment, ignore_index=spec.ignore_index,
+                                                               flips=flips))
+    times = []
+    for draw in range(draws + 1):
+        start = time.perf_counter()
+        dataset[draw * 7919 % max(1, len(dataset) * 4)]
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def sample_cost_of(root: str | Path, report: Any, ignore_nodata: bool = False) -> Callable[[int, str, str], float]:
+    """The planner's `sample_cost(patch, augment, flips)` for the training split of a checked data set."""
+    return lambda patch, augment, flips: sample_seconds(root, list(report.splits.get("train") or []), report.spec,
+                                                         patch, augment, flips, ignore_nodata)
 
 
 def training_precision(options: UNetOptions, patch: int, batch: int, device: torch.device) -> tuple[str, str]:
@@ -174,4 +203,4 @@ def _write_cache(entries: dict[str, Any]) -> None:
         pass  # a read-only home: measure again next time
 
 
-__all__ = ["BF16_MARGIN", "StepCost", "machine_key", "make_adamw", "step_cost", "training_precision"]
+__all__ = ["BF16_MARGIN", "StepCost", "machine_key", "make_adamw", "sample_cost_of", "sample_seconds", "step_cost", "training_precision"]

@@ -233,7 +233,7 @@ class Trainer:
             raise UnetkitError(f"--batch_size {c.batch_size} must be a multiple of the {self.world} processes.")
         self.steps_per_epoch = c.steps_per_epoch or max(1, len(train_set) // c.batch_size)
         self.sampler = EpochSampler(len(train_set), self.steps_per_epoch * c.batch_size, c.seed, self.rank, self.world)
-        workers = default_workers() if c.workers is None else c.workers
+        workers = runtime.default_workers() if c.workers is None else c.workers
         runtime.share_with_loaders(workers)
         self.train_loader = DataLoader(
             train_set,
@@ -291,6 +291,7 @@ class Trainer:
         on with its plan.json), applied to every setting the user did not give."""
         from unetkit.plan.fingerprint import fingerprint
         from unetkit.plan.planner import Plan, make_plan
+        from unetkit.plan.probe import sample_cost_of
 
         path = self.out / PLAN_FILE
         existed = path.is_file()
@@ -299,7 +300,8 @@ class Trainer:
             if existed:
                 return Plan.from_dict(json.loads(path.read_text()))
             found = fingerprint(self.config.data, report, seed=self.config.seed, val_fraction=self.config.val_fraction)
-            return make_plan(found, self.config.minutes, self.device, self._given(), self.config.optimizer)
+            return make_plan(found, self.config.minutes, self.device, self._given(), self.config.optimizer,
+                             sample_cost_of(self.config.data, report, self.config.ignore_nodata))
 
         plan = self._on_rank0(make)
         given = getattr(self.config, "given", frozenset())
@@ -624,13 +626,6 @@ class _Refused:
     """A one-sentence refusal made on rank 0, sent to the other processes."""
 
     message: str
-
-
-def default_workers() -> int:
-    """DataLoader workers: none with 2 cores or fewer (the model needs them), else a quarter of
-    the cores, at most 4 (each takes a core from the model: see `runtime.share_with_loaders`)."""
-    cores = runtime.cores()
-    return 0 if cores <= 2 else min(4, max(1, cores // 4))
 
 
 def _schedule(kind: str, warmup: int, total: Callable[[], int]):
