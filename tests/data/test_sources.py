@@ -56,6 +56,17 @@ def test_isbi2012_png_folders(tmp_path):
                                   read_image(folder / "image" / "2.png")[:, :, 0])
 
 
+def test_isbi2012_refuses_a_folder_of_class_ids_it_would_turn_into_all_membrane(tmp_path):
+    """A data set already in the standard layout (masks 0/1) is not the challenge's 0/255 labels."""
+    done = tmp_path / "done"
+    for i in range(3):
+        write_image(done / "images" / f"slice{i}.png", RNG.integers(0, 256, (16, 16), dtype=np.uint8))
+        write_mask(done / "masks" / f"slice{i}.png", (membrane_labels(1)[0] == 0).astype(np.uint8))
+    with pytest.raises(UnetkitError, match=f"values up to 1.*--data {done}"):
+        prepare("isbi2012", done, tmp_path / "isbi")
+    assert not (tmp_path / "isbi").exists()
+
+
 def test_carla_episodes_take_the_class_from_the_red_channel(tmp_path):
     src = tmp_path / "lyft"
     for episode, folder in (("dataA", "CameraSeg"), ("dataB", "CameraMask")):

@@ -116,3 +116,25 @@ def test_resume_of_nothing_and_two_names_for_the_run_are_refused(disks, tmp_path
         train(resume=str(tmp_path / "none"))
     with pytest.raises(UnetkitError, match="name different runs"):
         train(data=str(disks), out=str(tmp_path / "a"), resume=str(tmp_path / "b"))
+
+
+def test_a_run_is_refused_inside_the_data_set_and_over_a_file_it_did_not_write(disks, tmp_path, tiny):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(disks, data)
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    for out, words in ((data, "the data set folder"), (data / "images", "images/ folder"),
+                       (data / "masks" / "run", "masks/ folder")):
+        with pytest.raises(UnetkitError, match=words):
+            train(data=str(data), out=str(out), **tiny)
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before  # nothing written there
+    mine = tmp_path / "pictures"
+    mine.mkdir()
+    (mine / "progress.png").write_bytes(b"the user's own picture")
+    with pytest.raises(UnetkitError, match="progress.png: not part of a run"):
+        train(data=str(data), out=str(mine), **tiny)
+    assert (mine / "progress.png").read_bytes() == b"the user's own picture"
+    assert sorted(p.name for p in mine.iterdir()) == ["progress.png"]
+    train(data=str(data), out=str(mine), overwrite=True, **tiny)  # the user said so
+    assert (mine / "best").is_dir()

@@ -1,7 +1,9 @@
 """The run folder: what it holds, and who may write there.
 
 A run folder (`--out`) is claimed once per training process:
-- new (absent or holding no run): training writes its files there;
+- new (absent or holding no run): training writes its files there, unless the folder is the
+  data set's own (or inside its images/ or masks/), or already holds a file of a run's name
+  that is not part of a run (refused: the user's file would be replaced);
 - holding a run: refused, unless `--resume` (continue it with the settings saved in its
   config.yaml; a flag that would change what is being trained is refused with one
   sentence) or `--overwrite` (delete the run's own files, and only those);
@@ -78,6 +80,14 @@ def claim(config: TrainConfig, is_main: bool = True) -> Claim:
                          "with its saved settings")
         return Claim(config, resume_from, notes)
     _require_data(config)
+    _refuse_inside_data(out, config.data)
+    if not holds_run(out) and not config.overwrite:
+        clashes = [name for name in RUN_FILES if (out / name).exists()]
+        if clashes:
+            raise UnetkitError(
+                f"{out / clashes[0]}: not part of a run, and training would write it; move it away, choose "
+                "another --out, or pass --overwrite to let training replace it."
+            )
     if holds_run(out):
         if not config.overwrite:
             raise UnetkitError(
@@ -96,6 +106,20 @@ def claim(config: TrainConfig, is_main: bool = True) -> Claim:
 def _require_data(config: TrainConfig) -> None:
     if not config.data:
         raise UnetkitError("--data is missing: give the data set folder (with images/ and masks/).")
+
+
+def _refuse_inside_data(out: Path, data: str) -> None:
+    """A run's files among the data set's own would change the data set (and a later
+    --overwrite would delete what it named like them): the run folder must be elsewhere."""
+    root, here = Path(data).resolve(), out.resolve()
+    if here == root:
+        where = "the data set folder"
+    elif any(here == inner or here.is_relative_to(inner) for inner in (root / "images", root / "masks")):
+        where = f"inside the data set's {here.relative_to(root).parts[0]}/ folder"
+    else:
+        return
+    raise UnetkitError(f"--out {out} is {where} ({data}); give the run a folder of its own, such as "
+                       f"runs/{root.name}.")
 
 
 def resumed_config(config: TrainConfig, out: Path) -> TrainConfig:

@@ -32,6 +32,7 @@ def convert(src: Path, stage: Staging) -> None:
             f"--src {src} has neither train-volume.tif + train-labels.tif nor image/ + label/ PNG folders; "
             "unpack the ISBI 2012 training data there"
         )
+    _check_challenge_labels(slices, src)
     width = max(2, len(str(len(slices) - 1)))
     for index, (image, labels) in enumerate(slices):
         stem = f"slice{index:0{width}d}"
@@ -46,6 +47,20 @@ def membrane_ids(labels: np.ndarray) -> np.ndarray:
     """Challenge labels (0 membrane, 255 interior) -> class ids (1 membrane, 0 other)."""
     top = 65535 if labels.dtype == np.uint16 else 255
     return (labels.astype(np.int64) * 2 < top).astype(np.uint8)
+
+
+def _check_challenge_labels(slices: list[tuple[np.ndarray, np.ndarray]], src: Path) -> None:
+    """Challenge labels use the two ends of their range (0 membrane, 255 cell); labels that
+    never reach the upper half are class ids already (0/1), which `membrane_ids` would turn
+    into all membrane."""
+    highest = max(int(labels.max()) for _, labels in slices)
+    top = 65535 if slices[0][1].dtype == np.uint16 else 255
+    if highest * 2 < top:
+        raise UnetkitError(
+            f"--src {src}: its labels hold values up to {highest}, not the challenge's 0 (membrane) and {top} "
+            f"(cell); if it is a data set with images/ and masks/ of class ids already, train on it with "
+            f"--data {src} directly"
+        )
 
 
 def _from_stacks(src: Path) -> list[tuple[np.ndarray, np.ndarray]] | None:
