@@ -198,7 +198,6 @@ class Trainer:
             raise UnetkitError(f"{c.data}: the training split is empty; add images or check splits/train.txt.")
         self.plan = self._plan(report) if c.minutes else None
         c = self.config
-        pick_precision("auto", self.device)  # the one-off inference measurement, before any budget runs
         spec = self.spec
         self.options = UNetOptions(in_channels=spec.in_channels, num_classes=spec.num_outputs, **c.model_options())
         if c.precision == "auto":
@@ -565,9 +564,11 @@ class Trainer:
         return float(sums[0] / sums[1].clamp_min(1)), int(sums[1]), time.monotonic() - t0, out_of_time, steps
 
     def validate(self) -> dict[str, Any]:
-        """Loss and scores over the whole validation split, of exactly what `unetkit predict`
-        would write with the current weights (same tiles, blending and decoding)."""
-        predictor = Predictor(self.model, meta=self.record(), device=str(self.device), precision=self.config.precision)
+        """Loss and scores over the whole validation split, of what `unetkit predict` would write
+        with the current weights (same tiles, blending and decoding), in the precision the run
+        trains in: recorded in config.yaml, so a resumed run scores its epochs as the whole run
+        would (an inference probe per process could choose differently on a loaded machine)."""
+        predictor = Predictor(self.model, meta=self.record(), device=str(self.device), precision=self.precision)
         objects = rand_objects_for("auto", predictor.record.class_names)
         tally = score(predictor, self._val_pairs(), loss=self.loss, rand_objects=objects)
         if self.world > 1:
