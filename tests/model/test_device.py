@@ -80,3 +80,18 @@ def test_a_tiny_run_trains_and_predicts_on_the_gpu(disks, tmp_path):
     assert run.best_metric is not None
     mask = unetkit.predict(str(tmp_path / "run" / "best"), np.zeros((40, 40), np.uint8), device="cuda")
     assert mask.shape == (40, 40)
+
+
+def test_the_speed_caches_tell_apart_two_cpus_of_one_name(monkeypatch, tmp_path):
+    """A VM's "AMD EPYC" may have avx512_bf16 on one host and AVX2 only on the next: a speed-up
+    measured on the first must not be read back on the second."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(device, "_cpu_model", lambda: "AMD EPYC")
+    monkeypatch.setattr(device, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    with_bf16 = device.cpu_identity()
+    device.bf16_speedup()
+    monkeypatch.setattr(device, "_cpu_flags", lambda: {"avx2", "fma"})
+    assert device.cpu_identity() != with_bf16
+    device.bf16_speedup()
+    cached = json.loads((tmp_path / "unetkit" / "cpu-bf16.json").read_text())
+    assert len(cached) == 2 and all(key.startswith("AMD EPYC (") for key in cached)

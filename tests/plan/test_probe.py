@@ -48,6 +48,17 @@ def test_a_step_is_measured_once_then_read_from_the_cache(tmp_path):
     assert other.measured  # another recipe is another measurement
 
 
+def test_a_cpu_of_the_same_name_with_other_instructions_is_measured_anew(monkeypatch):
+    from unetkit.model import device
+
+    monkeypatch.setattr(device, "_cpu_model", lambda: "AMD EPYC")
+    monkeypatch.setattr(device, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert probe.step_cost(TINY, 32, 2, "fp32", "cpu", steps=1).measured
+    assert not probe.step_cost(TINY, 32, 2, "fp32", "cpu", steps=1).measured
+    monkeypatch.setattr(device, "_cpu_flags", lambda: {"avx2"})  # the next host: AVX2 only
+    assert probe.step_cost(TINY, 32, 2, "fp32", "cpu", steps=1).measured
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 def test_on_a_gpu_bf16_or_fp16_without_measuring():
     choice, _ = probe.training_precision(TINY, 32, 2, torch.device("cuda"))

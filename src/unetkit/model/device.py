@@ -143,7 +143,7 @@ def bf16_speedup(use_cache: bool = True) -> float:
     channels-last), best of 5 alternating runs of each; cached per CPU, torch and threads."""
     import torch
 
-    key = f"{_cpu_model()}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+    key = f"{cpu_identity()}|torch {torch.__version__}|{torch.get_num_threads()} threads"
     cache = _cache_dir() / "cpu-bf16.json"
     if use_cache:
         try:
@@ -169,9 +169,10 @@ def bf16_speedup(use_cache: bool = True) -> float:
                 best[dtype] = min(best[dtype], time.perf_counter() - start)
     speedup = best[torch.float32] / best[torch.bfloat16]
     try:
-        known = {**known, key: round(speedup, 3)}
+        from unetkit.atomic import atomic_write_text
+
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(known, indent=1))
+        atomic_write_text(cache, json.dumps({**known, key: round(speedup, 3)}, indent=1))
     except OSError:
         pass  # a read-only home: measure again next time
     return speedup
@@ -196,6 +197,17 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
+
+
+def cpu_identity() -> str:
+    """The CPU as the speed caches know it: its model name and the vector instructions that
+    decide which kernels run. A name alone is not enough: a VM's "AMD EPYC" is a processor with
+    avx512_bf16 on one host and one with AVX2 only on the next, and bf16 pays on the first only."""
+    flags = _cpu_flags()
+    return f"{_cpu_model()} ({'+'.join(f for f in SPEED_FLAGS if f in flags) or 'no AVX2'})"
 
 
 def _cache_dir() -> Path:

@@ -6,8 +6,8 @@ training precision is chosen by timing a real training step (the trainer's: the 
 training network, channels-last, fused AdamW; a cross-entropy loss, whose cost is small
 beside the network's) in both precisions. The
 planner asks the same function what candidate recipes cost. Every answer is cached per CPU
-model (or GPU), torch version and thread count, in ~/.cache/unetkit/probe.json: a machine is
-measured once. `UNETKIT_CPU_BF16=0/1` forces the precision answer (for tests, and for a
+(model name and vector instructions: `cpu_identity`) or GPU, torch version and thread count, in
+~/.cache/unetkit/probe.json: a machine is measured once. `UNETKIT_CPU_BF16=0/1` forces the precision answer (for tests, and for a
 machine one knows).
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from unetkit.model.device import _cache_dir, _cpu_model, pick_device
+from unetkit.model.device import _cache_dir, cpu_identity, pick_device
 from unetkit.nn.options import UNetOptions
 
 BF16_MARGIN = 1.15  # bf16 must be this much faster than fp32 to be worth its rounding
@@ -47,7 +47,7 @@ def machine_key(device: torch.device) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = _cpu_model()
+        name = cpu_identity()
     return f"{name}|torch {torch.__version__}|{torch.get_num_threads()} threads|{device.type}"
 
 
