@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/budget.py                          # every set at 5, 10 and 20 minutes
     .venv/bin/python benchmarks/budget.py --sets isbi2012 --minutes 20
     .venv/bin/python benchmarks/budget.py --minutes 1 --sets cells --no-markdown   # a smoke run
+    .venv/bin/python benchmarks/budget.py --minutes 5 --seed 1 --no-markdown       # the same runs, another seed
 
 For each data set (ISBI 2012 from ../shared/datasets when present, and the three generated
 sets: cells, scenes, multispectral) and each budget, three contenders, one after another,
@@ -10,11 +11,14 @@ each in a fresh process (nothing else may run on the machine meanwhile):
 - plan: `unetkit train --minutes N` (the planner chooses the whole recipe);
 - fixed: the fixed defaults, stopped by `--max_minutes N` (what a user got before);
 - basicunet: MONAI's BasicUNet (its default features) trained in the same loop with the
-  plan's recipe and budget (only the network differs).
+  plan's recipe and budget (only the network differs); MONAI comes with
+  `make .venv/.installed-bench`.
 Scores are those of the best validation epoch (the checkpoint a user would keep), on the
 validation split, through unetkit's predictor: Dice of the foreground (binary) or the mean
 Dice without background (multiclass), and for ISBI 2012 the pixel error and the adapted
-Rand error. Writes benchmarks/results/budget-<date>.json and the budget section of BENCHMARKS.md.
+Rand error. `--seed` (default 0) reseeds the weights, crops and augmentation of every contender
+alike, to see how far apart two runs of one recipe land. Writes benchmarks/results/budget-<date>.json
+and the budget section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ GENERATED = {"cells": dict(count=240, size=128), "scenes": dict(count=240, size=
 CONTENDERS = ("plan", "fixed", "basicunet")
 
 
-def child(contender: str, data: str, out: str, minutes: float) -> int:
+def child(contender: str, data: str, out: str, minutes: float, seed: int = 0) -> int:
     """One run in this process; prints its result as the last line (JSON)."""
     import torch
 
@@ -67,7 +71,7 @@ def child(contender: str, data: str, out: str, minutes: float) -> int:
             return BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=num_outputs, norm="batch",
                              act="relu")
 
-    base = {"data": data, "out": out, "progress": False, "overwrite": True}
+    base = {"data": data, "out": out, "progress": False, "overwrite": True, "seed": seed}
     if contender == "fixed":
         config = TrainConfig.from_dict({**base, "max_minutes": minutes})
         cls = Recorded
@@ -82,7 +86,7 @@ def child(contender: str, data: str, out: str, minutes: float) -> int:
     images = sum(round((row.get("images_per_s") or 0) * (row.get("seconds") or 0)) for row in run.history)
     c = trainer.config
     print(json.dumps({
-        "contender": contender, "minutes": minutes, "wall_seconds": wall, "images_seen": images,
+        "contender": contender, "minutes": minutes, "seed": seed, "wall_seconds": wall, "images_seen": images,
         "steps": run.history[-1]["step"] if run.history else 0, "epochs": run.epochs_done, "stopped": run.stopped,
         "dice": best.get("headline"), "pixel_error": best.get("pixel_error"),
         "adapted_rand_error": best.get("adapted_rand_error"), "network": type(trainer.model).__name__,
@@ -114,30 +118,34 @@ def machine() -> dict[str, Any]:
     flags = set((re.search(r"flags\s*:\s*(.*)", cpuinfo) or [None, ""])[1].split())
     return {"cpu": model.group(1).strip() if model else platform.processor(),
             "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "isa": sorted(flags & {"avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni"})}
+            "isa": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni"})}
+
+
+def describe(m: dict[str, Any]) -> str:
+    return f"{m['cpu']}, {m['cores']} cores ({', '.join(m['isa']) or 'no AVX2'})"
+
+
+def key(row: dict[str, Any]) -> tuple[str, float, str, int]:
+    """What makes a run the same run in two invocations (rows before seeds existed ran seed 0)."""
+    return row["set"], row["minutes"], row["contender"], row.get("seed", 0)
+
+
+def label(row: dict[str, Any]) -> str:
+    return row["contender"] + (f" (seed {row['seed']})" if row.get("seed", 0) else "")
 
 
 def markdown(result: dict[str, Any]) -> str:
-    m = result["machine"]
-    lines = [f"Measured {result['date']} with `{result['command']}` on {m['cpu']}, {m['cores']} cores "
-             f"({', '.join(m['isa']) or 'no AVX-512'}), one run at a time, {result['wall_minutes']:.0f} min in all.",
-             "", "| budget | data set | contender | network, recipe | images seen | best val. Dice | pixel error "
-             "| adapted Rand | run (s) |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    """A table per machine (a VM of one name may be another processor from one day to the next)."""
+    machines: list[dict[str, Any]] = []
     for r in result["runs"]:
-        if "error" in r:
-            lines.append(f"| {r['minutes']:g} min | {r['set']} | {r['contender']} | failed: {r['error']} | | | | | |")
-            continue
-        recipe = r["recipe"]
-        net = (f"{r['network']} {r['parameters'] / 1e6:.1f}M, base {recipe['base_channels']}"
-               if r["network"] == "UNet" else f"{r['network']} {r['parameters'] / 1e6:.1f}M")
-        net += f", patch {recipe['patch_size']} x {recipe['batch_size']}, {r['precision']}"
-
-        def f(v: float | None, digits: int = 4) -> str:
-            return "–" if v is None else f"{v:.{digits}f}"
-
-        lines.append(f"| {r['minutes']:g} min | {r['set']} | {r['contender']} | {net} | {r['images_seen']:,} | "
-                     f"{f(r['dice'])} | {f(r['pixel_error'])} | {f(r['adapted_rand_error'])} | "
-                     f"{r['wall_seconds']:.0f} |")
+        if r.get("machine", result["machine"]) not in machines:
+            machines.append(r.get("machine", result["machine"]))
+    lines = [f"Measured {result['date']} with `{result['command']}`, one run at a time, "
+             f"{result['wall_minutes']:.0f} min in all."]
+    for m in machines:
+        lines += ["", f"On {describe(m)}:", "", "| budget | data set | contender | network, recipe | images seen "
+                  "| best val. Dice | pixel error | adapted Rand | run (s) |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
+        lines += [_row(r) for r in result["runs"] if r.get("machine", result["machine"]) == m]
     lines += ["", "plan: `unetkit train --minutes N`; fixed: the fixed defaults with `--max_minutes N`; basicunet: "
               "MONAI BasicUNet (default features) in the same loop with the plan's recipe and budget. Scores of "
               "the best validation epoch on the validation split (ISBI 2012: the 6 slices of splits/val.txt), "
@@ -146,19 +154,44 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _row(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"| {r['minutes']:g} min | {r['set']} | {label(r)} | failed: {r['error']} | | | | | |"
+    recipe = r["recipe"]
+    net = (f"{r['network']} {r['parameters'] / 1e6:.1f}M, base {recipe['base_channels']}"
+           if r["network"] == "UNet" else f"{r['network']} {r['parameters'] / 1e6:.1f}M")
+    net += f", patch {recipe['patch_size']} x {recipe['batch_size']}, {r['precision']}"
+
+    def f(v: float | None, digits: int = 4) -> str:
+        return "–" if v is None else f"{v:.{digits}f}"
+
+    return (f"| {r['minutes']:g} min | {r['set']} | {label(r)} | {net} | {r['images_seen']:,} | {f(r['dice'])} | "
+            f"{f(r['pixel_error'])} | {f(r['adapted_rand_error'])} | {r['wall_seconds']:.0f} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="*", default=["isbi2012", *GENERATED])
     parser.add_argument("--minutes", nargs="*", type=float, default=[5.0, 10.0, 20.0])
     parser.add_argument("--contenders", nargs="*", default=list(CONTENDERS), choices=CONTENDERS)
+    parser.add_argument("--seed", type=int, default=0, help="seed of every run (weights, crops, augmentation)")
     parser.add_argument("--no-markdown", action="store_true")
     parser.add_argument("--no-merge", dest="merge", action="store_false",
                         help="replace the same day's results instead of adding to them")
+    parser.add_argument("--into", type=Path, default=None,
+                        help="the results file to add these runs to (default: results/budget-<today>.json)")
     parser.add_argument("--child", nargs=4, metavar=("CONTENDER", "DATA", "OUT", "MINUTES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.child[0], args.child[1], args.child[2], float(args.child[3]))
+        return child(args.child[0], args.child[1], args.child[2], float(args.child[3]), args.seed)
+    if "basicunet" in args.contenders:
+        try:
+            import monai  # noqa: F401
+        except ImportError:
+            parser.error("the basicunet contender needs MONAI: run `make .venv/.installed-bench` first, "
+                         "or leave it out with --contenders plan fixed")
     started = time.time()
+    here = machine()
     runs = []
     with tempfile.TemporaryDirectory(prefix="unetkit-budget-") as tmp:
         folder = Path(tmp)
@@ -171,8 +204,9 @@ def main() -> int:
                 for contender in args.contenders:
                     out = folder / f"{name}-{minutes:g}-{contender}"
                     done = subprocess.run([sys.executable, __file__, "--child", contender, str(data), str(out),
-                                           str(minutes)], capture_output=True, text=True)
-                    row: dict[str, Any] = {"set": name, "minutes": minutes, "contender": contender}
+                                           str(minutes), "--seed", str(args.seed)], capture_output=True, text=True)
+                    row: dict[str, Any] = {"set": name, "minutes": minutes, "contender": contender,
+                                           "seed": args.seed, "machine": here}
                     if done.returncode:
                         tail = [line for line in done.stderr.strip().splitlines() if line.strip()]
                         row["error"] = tail[-1][:200] if tail else f"exit {done.returncode}"
@@ -183,18 +217,24 @@ def main() -> int:
                           + (row.get("error") or f"Dice {row['dice']}, {row['images_seen']} images"),
                           file=sys.stderr, flush=True)
     command = ".venv/bin/python benchmarks/budget.py" + "".join(f" {a}" for a in sys.argv[1:])
-    result = {"date": dt.date.today().isoformat(), "command": command, "machine": machine(), "runs": runs,
+    result = {"date": dt.date.today().isoformat(), "command": command, "machine": here, "runs": runs,
               "wall_minutes": (time.time() - started) / 60}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"budget-{result['date']}.json"
+    out = args.into or RESULTS / f"budget-{result['date']}.json"
     if args.merge and out.is_file():  # the same day's other invocations (other budgets or sets) stay in the table
         earlier = json.loads(out.read_text())
-        mine = {(r["set"], r["minutes"], r["contender"]) for r in runs}
-        result["runs"] = [r for r in earlier["runs"] if (r["set"], r["minutes"], r["contender"]) not in mine] + runs
-        result["runs"].sort(key=lambda r: (r["minutes"], r["set"], CONTENDERS.index(r["contender"])))
+        for r in earlier["runs"]:
+            r.setdefault("machine", earlier["machine"])  # rows from before rows named their machine
+        mine = {key(r) for r in runs}
+        result["runs"] = [r for r in earlier["runs"] if key(r) not in mine] + runs
+        result["runs"].sort(key=lambda r: (r["minutes"], r["set"], CONTENDERS.index(r["contender"]), r.get("seed", 0)))
         result["command"] = f"{earlier['command']}; then {command}"
         result["wall_minutes"] += earlier.get("wall_minutes", 0.0)
-    out.write_text(json.dumps(result, indent=1))
+        if earlier["date"] != result["date"]:
+            result["date"] = f"{earlier['date'].split(' to ')[0]} to {result['date']}"
+    from unetkit.atomic import atomic_write_text
+
+    atomic_write_text(out, json.dumps(result, indent=1))
     text = markdown(result)
     print(text)
     if not args.no_markdown:
