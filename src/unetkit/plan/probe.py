@@ -4,11 +4,11 @@ The same network trains 4-5x faster in bf16 on a CPU with AMX, about 2x on one w
 dot products are full speed, and slower on one where they run at half the fp32 rate, so the
 training precision is chosen by timing a real training step (the trainer's: the fast
 training network, channels-last, fused AdamW; a cross-entropy loss, whose cost is small
-beside the network's) in both precisions. The
-planner asks the same function what candidate recipes cost. Every answer is cached per CPU
-(model name and vector instructions: `cpu_identity`) or GPU, torch version and thread count, in
-~/.cache/unetkit/probe.json: a machine is measured once. `UNETKIT_CPU_BF16=0/1` forces the precision answer (for tests, and for a
-machine one knows).
+beside the network's) in both precisions. The planner asks the same function what candidate
+recipes cost. Every answer is cached per CPU (model name and vector instructions:
+`cpu_identity`) or GPU, torch version and thread count, in ~/.cache/unetkit/probe.json: a
+machine is measured once. `UNETKIT_CPU_BF16=0/1` forces the precision answer (for tests, and
+for a machine one knows).
 """
 
 from __future__ import annotations
