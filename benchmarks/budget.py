@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -110,15 +109,12 @@ def prepare(name: str, folder: Path) -> Path | None:
 
 
 def machine() -> dict[str, Any]:
-    import platform
-    import re
+    """The CPU as the probe's caches tell it apart (its name and the vector instructions that pick
+    the kernels) and the cores this process may use."""
+    from unetkit import runtime
+    from unetkit.model.device import SPEED_FLAGS, _cpu_flags, _cpu_model
 
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
-    flags = set((re.search(r"flags\s*:\s*(.*)", cpuinfo) or [None, ""])[1].split())
-    return {"cpu": model.group(1).strip() if model else platform.processor(),
-            "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "isa": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni"})}
+    return {"cpu": _cpu_model(), "cores": runtime.cores(), "isa": sorted(_cpu_flags() & set(SPEED_FLAGS))}
 
 
 def describe(m: dict[str, Any]) -> str:
@@ -136,16 +132,19 @@ def label(row: dict[str, Any]) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     """A table per machine (a VM of one name may be another processor from one day to the next)."""
+    def machine_of(r: dict[str, Any]) -> dict[str, Any]:
+        return r.get("machine", result["machine"])
+
     machines: list[dict[str, Any]] = []
     for r in result["runs"]:
-        if r.get("machine", result["machine"]) not in machines:
-            machines.append(r.get("machine", result["machine"]))
+        if machine_of(r) not in machines:
+            machines.append(machine_of(r))
     lines = [f"Measured {result['date']} with `{result['command']}`, one run at a time, "
              f"{result['wall_minutes']:.0f} min in all."]
     for m in machines:
         lines += ["", f"On {describe(m)}:", "", "| budget | data set | contender | network, recipe | images seen "
                   "| best val. Dice | pixel error | adapted Rand | run (s) |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
-        lines += [_row(r) for r in result["runs"] if r.get("machine", result["machine"]) == m]
+        lines += [_row(r) for r in result["runs"] if machine_of(r) == m]
     lines += ["", "plan: `unetkit train --minutes N`; fixed: the fixed defaults with `--max_minutes N`; basicunet: "
               "MONAI BasicUNet (default features) in the same loop with the plan's recipe and budget. Scores of "
               "the best validation epoch on the validation split (ISBI 2012: the 6 slices of splits/val.txt), "
@@ -221,7 +220,7 @@ def main() -> int:
               "wall_minutes": (time.time() - started) / 60}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = args.into or RESULTS / f"budget-{result['date']}.json"
-    if args.merge and out.is_file():  # the same day's other invocations (other budgets or sets) stay in the table
+    if args.merge and out.is_file():  # earlier invocations (other budgets, sets, seeds or days) stay in the table
         earlier = json.loads(out.read_text())
         for r in earlier["runs"]:
             r.setdefault("machine", earlier["machine"])  # rows from before rows named their machine
