@@ -29,7 +29,10 @@ def test_a_one_minute_budget_ends_inside_it_with_the_schedule_at_its_end(disks, 
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())
     assert rows[-1]["lr"] <= 0.01 * plan["settings"]["lr"]  # the poly schedule reached its end
     assert rows[-1]["step"] == info["steps_done"] and rows[-1]["val_dice"] is not None
-    assert "plan:" in done.stdout and "stopped: completed: the 1-minute plan" in done.stdout
+    # the plan's steps done, or the deadline met a few steps before them on a slower last epoch (the
+    # schedule's end is checked above either way)
+    ended = ("stopped: completed: the 1-minute plan", "stopped: time budget: --minutes 1 spent")
+    assert "plan:" in done.stdout and any(e in done.stdout for e in ended), done.stdout[-1500:]
     page = subprocess.run([sys.executable, "-m", "unetkit", "report", str(tmp_path / "run")], capture_output=True,
                           text=True)
     assert page.returncode == 0 and "Plan" in (tmp_path / "run" / "report.html").read_text()
@@ -54,3 +57,17 @@ def test_flags_win_over_the_plan_and_resume_keeps_it(disks, tmp_path):
     assert info["steps_done"] > steps and info["budget_seconds_spent"] <= 1.05 * 36
     bad, _ = _train("--resume", str(run), "--base_channels", "16")
     assert bad.returncode == 2 and "base_channels" in bad.stderr
+
+
+def test_an_epoch_after_which_nothing_fits_is_scored_as_the_last(disks, tmp_path, monkeypatch):
+    """When the replan finds no step left after an epoch, that epoch ends the run and must be
+    validated and saved (it once ended the loop with an unscored last row)."""
+    from unetkit import train
+    from unetkit.train.trainer import Trainer
+
+    monkeypatch.setattr(Trainer, "_check_cost", lambda self: self.budget)  # a check eats the whole budget
+    run = train(data=str(disks), out=str(tmp_path / "run"), minutes=0.2, progress=False)
+    rows = read_csv(tmp_path / "run" / "metrics.csv")
+    assert len(rows) == 1 and rows[0]["val_dice"] is not None
+    assert run.stopped.startswith("completed: the 0.2-minute plan")
+    assert (tmp_path / "run" / "best" / "model.safetensors").is_file()

@@ -379,10 +379,15 @@ class Trainer:
                 "seconds": round(seconds, 3),
                 "images_per_s": round(images / max(seconds, 1e-9), 3),
             }
+            due = self._check_due(epoch, time.monotonic())
+            if self.budget and step < self.total_steps and not out_of_time:
+                # before deciding to validate: when no more steps fit, this epoch is the last and
+                # must be scored (the replan keeps that validation's cost in hand)
+                self._replan(step, trained_steps, trained_seconds, started, spent, checking_now=due)
             check_started = time.monotonic()
             metrics = None
             last = step >= self.total_steps or out_of_time
-            if last or self._check_due(epoch, check_started):
+            if last or due:
                 metrics = self.validate()
                 row.update(
                     val_loss=metrics["loss"], val_dice=metrics["headline"], val_iou=metrics["mean_iou_fg"],
@@ -426,8 +431,6 @@ class Trainer:
             if metrics is not None:
                 self.last_check = time.monotonic()
                 self.check_seconds.append(self.last_check - check_started)
-            if self.budget and not last:
-                self._replan(step, trained_steps, trained_seconds, started, spent)
             self._say(_epoch_line(row, self.epochs_planned(), improved))
             if stopped != "completed" and not stopped.startswith("completed:"):
                 break
@@ -452,14 +455,16 @@ class Trainer:
         measured = self.check_seconds[1:] or self.check_seconds
         return float(np.median(measured)) if measured else self.plan.estimate["validation_seconds"]
 
-    def _replan(self, step: int, trained_steps: int, trained_seconds: float, started: float, spent: float) -> None:
+    def _replan(self, step: int, trained_steps: int, trained_seconds: float, started: float, spent: float,
+                checking_now: bool = False) -> None:
         """With a time budget: the steps that still fit it, from this run's measured rates (a step,
-        a validation with its checkpoints), keeping the last validation's cost in hand; checks
-        spaced so that they take about a tenth of what is left. The poly schedule follows the
-        new total, so the learning rate reaches its end with the budget."""
+        a validation with its checkpoints), keeping the last validation's cost in hand (and the cost
+        of the one about to run, `checking_now`); checks spaced so that they take about a tenth of
+        what is left. The poly schedule follows the new total, so the learning rate reaches its end
+        with the budget. A total equal to `step` makes this epoch the last."""
         per_step = trained_seconds / max(1, trained_steps)
         per_check = self._check_cost()
-        remaining = self.budget - (spent + time.monotonic() - started) - per_check
+        remaining = self.budget - (spent + time.monotonic() - started) - per_check * (1 + checking_now)
         self.check_interval = max(self.check_interval, per_check / VALIDATION_SHARE)
         checks_left = remaining / (self.check_interval + per_check) if remaining > 0 else 0.0
         steps_left = (remaining - checks_left * per_check) / per_step if remaining > 0 else 0.0
