@@ -364,10 +364,16 @@ def measure_peak(threads: int, seconds: float = 3.0) -> dict[str, Any]:
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
         return {"fp32_gflops": None, "bf16_gflops": None, "how": "not measured: no C compiler on PATH"}
-    flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").exists() else ""
-    if "avx512f" not in flags or "avx512_bf16" not in flags:  # the binary would fault on vdpbf16ps
-        return {"fp32_gflops": None, "bf16_gflops": None, "how": "not measured: the CPU has no AVX512-BF16"}
-    build = [gcc, "-O2", "-mavx512f", "-mavx512bf16", "-fopenmp", str(HERE / "peak.c"), "-o"]
+    flags = _cpu_flags()
+    if {"avx512f", "avx512_bf16"} <= flags:
+        isa, chains = ["-mavx512f", "-mavx512bf16"], "16 independent zmm chains each"
+    elif "avx512f" in flags:  # AVX-512 without bf16: fp32 only (bf16 null)
+        isa, chains = ["-mavx512f"], "16 independent zmm chains each, no bf16 instruction"
+    elif {"avx2", "fma"} <= flags:  # AVX2: fp32 FMAs on ymm registers, no bf16 instruction
+        isa, chains = ["-mavx2", "-mfma"], "16 independent ymm chains each, no bf16 instruction"
+    else:
+        return {"fp32_gflops": None, "bf16_gflops": None, "how": "not measured: the CPU has neither AVX-512 nor AVX2"}
+    build = [gcc, "-O2", *isa, "-fopenmp", str(HERE / "peak.c"), "-o"]
     if _PEAK_BINARY is None:
         _PEAK_DIR = _PEAK_DIR or tempfile.TemporaryDirectory(prefix="unetkit-peak-")
         binary = Path(_PEAK_DIR.name) / "peak"
@@ -380,15 +386,16 @@ def measure_peak(threads: int, seconds: float = 3.0) -> dict[str, Any]:
     result = json.loads(out)
     result.pop("sink", None)
     version = subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    result["how"] = (f"benchmarks/peak.c built now with `{' '.join(['gcc'] + build[1:5])}` ({version}); "
-                     f"{threads} OpenMP threads, 16 independent zmm chains each; best of 5 alternating runs")
+    result["how"] = (f"benchmarks/peak.c built now with `{' '.join(['gcc'] + build[1:-2])}` ({version}); "
+                     f"{threads} OpenMP threads, {chains}; best of 5 alternating runs")
     return result
 
 
 def _cpu_flags() -> set[str]:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags = re.search(r"flags\s*:\s*(.*)", cpuinfo)
-    return set(flags.group(1).split()) if flags else set()
+    """The CPU's flags as the project reads them (model/device.py: the ones its caches key on)."""
+    from unetkit.model.device import _cpu_flags as flags
+
+    return flags()
 
 
 def cpu_mhz() -> float | None:
@@ -760,14 +767,14 @@ def precision_choice() -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
+    from unetkit import runtime
+    from unetkit.model import device
+
     flag_set = _cpu_flags()
     onednn = re.search(r"MKL-DNN v([\d.]+)", torch.__config__.show())
     return {
-        "cpu": model.group(1).strip() if model else platform.processor(),
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "isa": sorted(flag_set & {"avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "avx512_fp16"}),
+        "cpu": device._cpu_model() or platform.processor(), "cores": runtime.cores(),
+        "isa": sorted(flag_set & set(device.SPEED_FLAGS)),
         "clock_mhz": cpu_mhz(), "torch": torch.__version__, "onednn": onednn.group(1) if onednn else None,
         "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
         "glibc": platform.libc_ver()[1], "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
