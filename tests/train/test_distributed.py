@@ -61,3 +61,28 @@ def test_two_processes_with_the_defaults_stay_close(disks, tmp_path):
     for a, b in zip(one, two):
         assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), abs=0.05)
         assert float(a["val_dice"]) == pytest.approx(float(b["val_dice"]), abs=0.05)
+
+
+def test_ranks_whose_clocks_disagree_still_validate_together(disks, tmp_path):
+    """With --minutes a validation is due by each process's own clock; the ranks must agree on
+    it (a validation's all_reduce on one rank against a training step's on the other hangs or
+    mixes tensors). Here rank 1 always finds one due and rank 0 never does."""
+    script = tmp_path / "disagree.py"
+    script.write_text(
+        "import sys\n"
+        "from unetkit.cli import main\n"
+        "from unetkit.train.trainer import Trainer\n"
+        "Trainer._check_due = lambda self, epoch, now: self.rank == 1\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), str(script), "train", "--data", str(disks), "--out", str(out),
+           "--minutes", "0.3", "--depth", "2", "--base_channels", "4", "--patch_size", "32", "--batch_size", "4",
+           "--steps_per_epoch", "3", "--workers", "0", "--no-progress", "--precision", "fp32"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[:1500] + "\n...\n" + done.stderr[-1000:]
+    with open(out / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) > 2 and all(row["val_dice"] for row in rows)  # rank 1's clock wins: every epoch scored

@@ -379,7 +379,7 @@ class Trainer:
                 "seconds": round(seconds, 3),
                 "images_per_s": round(images / max(seconds, 1e-9), 3),
             }
-            due = self._check_due(epoch, time.monotonic())
+            due = self._agreed(self._check_due(epoch, time.monotonic()))
             if self.budget and step < self.total_steps and not out_of_time:
                 # before deciding to validate: when no more steps fit, this epoch is the last and
                 # must be scored (the replan keeps that validation's cost in hand)
@@ -449,6 +449,16 @@ class Trainer:
             return (epoch + 1) % self.config.val_every == 0
         return now - self.last_check >= self.check_interval
 
+    def _agreed(self, due: bool) -> bool:
+        """A validation due on any process is due on all: with a time budget each process reads its
+        own clock, and ranks that disagree would pair a validation's collectives with a training
+        step's (a hang)."""
+        if self.world == 1 or not self.budget:
+            return due
+        flag = torch.tensor([float(due)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
     def _check_cost(self) -> float:
         """Seconds of one validation with its checkpoints: measured (the first one, which builds
         the inference engine, left out once there are others), else the plan's estimate."""
@@ -470,7 +480,7 @@ class Trainer:
         steps_left = (remaining - checks_left * per_check) / per_step if remaining > 0 else 0.0
         total = step + max(0, int(steps_left))
         if self.world > 1:  # every process must stop at the same step
-            agreed = torch.tensor([total], dtype=torch.float64)
+            agreed = torch.tensor([total], dtype=torch.float64, device=self.device)
             dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
             total = int(agreed.item())
         self.total_steps = total
@@ -560,10 +570,10 @@ class Trainer:
         if bar is not None:
             bar.close()
         sums = torch.tensor([total_loss, float(images)], dtype=torch.float64)
-        if self.world > 1:
+        if self.world > 1:  # on the process group's device: NCCL reduces CUDA tensors only
+            sums = sums.to(self.device)
             dist.all_reduce(sums)
-        if self.world > 1:
-            flag = torch.tensor([float(out_of_time)])
+            flag = torch.tensor([float(out_of_time)], device=self.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # one process out of time stops them all
             out_of_time = bool(flag.item())
         return float(sums[0] / sums[1].clamp_min(1)), int(sums[1]), time.monotonic() - t0, out_of_time, steps
