@@ -370,7 +370,7 @@ def measure_peak(threads: int, seconds: float = 3.0) -> dict[str, Any]:
     elif "avx512f" in flags:  # AVX-512 without bf16: fp32 only (bf16 null)
         isa, chains = ["-mavx512f"], "16 independent zmm chains each, no bf16 instruction"
     elif {"avx2", "fma"} <= flags:  # AVX2: fp32 FMAs on ymm registers, no bf16 instruction
-        isa, chains = ["-mavx2", "-mfma"], "16 independent ymm chains each, no bf16 instruction"
+        isa, chains = ["-mavx2", "-mfma"], "14 independent ymm chains each, no bf16 instruction"
     else:
         return {"fp32_gflops": None, "bf16_gflops": None, "how": "not measured: the CPU has neither AVX-512 nor AVX2"}
     build = [gcc, "-O2", *isa, "-fopenmp", str(HERE / "peak.c"), "-o"]
