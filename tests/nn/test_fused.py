@@ -100,6 +100,20 @@ def test_engine_is_built_once_and_follows_changed_weights(monkeypatch):
     assert len(builds) == 3
 
 
+def test_engine_packs_its_weights_for_each_input_shape_it_meets_and_keeps_a_bounded_few(monkeypatch):
+    """oneDNN's best weight layout depends on the batch and map size, so the engine packs per
+    shape; a stream of ever new shapes (a user's images of every size) must not grow memory."""
+    monkeypatch.setattr(fused.PackedWeight, "SHAPES", 2)
+    torch.manual_seed(4)
+    model = _trained_looking(UNet(in_channels=2, num_classes=3, depth=2, base_channels=4))
+    shapes = [(1, 16, 16), (3, 16, 16), (1, 24, 20), (2, 12, 32), (1, 16, 16)]
+    for batch, height, width in shapes:  # the first shape comes back after it was evicted
+        x = torch.randn(batch, 2, height, width)
+        assert torch.allclose(_engine(model, x), _plain(model, x), atol=1e-4, rtol=1e-4)
+    first = fused.inference_engine(model).encoder[0][0].weight
+    assert len(first.packed) == 2 and (1, 2, 16, 16) in first.packed
+
+
 def test_hooks_and_unfoldable_norms_get_no_engine(monkeypatch):
     monkeypatch.setattr(fused.FusedUNet, "__init__", lambda *a, **k: pytest.fail("engine built"))
     torch.manual_seed(3)
