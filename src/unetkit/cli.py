@@ -440,7 +440,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         if f.name == "resume":
             target.add_argument(*names, dest=f.name, nargs="?", const="true", default=argparse.SUPPRESS,
                                 metavar="RUN_DIR", help=text)
-        elif base is bool and not optional:
+        elif base is bool:  # --flag / --no-flag; an optional one unset means "decide" (None)
             target.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=text)
         else:

@@ -59,6 +59,26 @@ def test_a_cpu_of_the_same_name_with_other_instructions_is_measured_anew(monkeyp
     assert probe.step_cost(TINY, 32, 2, "fp32", "cpu", steps=1).measured
 
 
+def test_the_layout_is_measured_and_nchw_taken_only_where_clearly_faster(monkeypatch):
+    for channels_last, nchw, expected in ((1.0, 0.6, False), (1.0, 0.95, True), (0.8, 1.0, True)):
+        monkeypatch.setattr(probe, "step_cost", lambda o, p, b, precision, d, layout, c=channels_last, n=nchw:
+                            probe.StepCost(c if layout == "channels_last" else n, 1.0, precision, True))
+        choice, why = probe.training_layout(TINY, 32, 2, "fp32", torch.device("cpu"))
+        assert choice is expected and "measured" in why
+
+
+def test_both_layouts_are_real_training_steps_cached_apart():
+    cl = probe.step_cost(TINY, 32, 2, "fp32", "cpu", steps=1)
+    nchw = probe.step_cost(TINY, 32, 2, "fp32", "cpu", steps=1, layout="nchw")
+    assert cl.measured and nchw.measured and nchw.seconds > 0  # another layout is another measurement
+    assert not probe.step_cost(TINY, 32, 2, "fp32", "cpu", steps=1, layout="nchw").measured
+
+
+def test_off_the_cpu_channels_last_without_measuring(monkeypatch):
+    monkeypatch.setattr(probe, "step_cost", lambda *a, **k: pytest.fail("measured"))
+    assert probe.training_layout(TINY, 32, 2, "bf16", torch.device("meta"))[0] is True
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 def test_on_a_gpu_bf16_or_fp16_without_measuring():
     choice, _ = probe.training_precision(TINY, 32, 2, torch.device("cuda"))

@@ -81,6 +81,7 @@ def test_config_yaml_holds_the_resolved_values(disks, tmp_path, tiny):
     assert saved["task"] == "binary" and saved["loss"] == "bce+dice"
     assert saved["lr"] == pytest.approx(3e-3) and saved["workers"] == 0
     assert saved["precision"] in ("fp32", "bf16")  # measured once; a resume goes on in it
+    assert saved["channels_last"] in (True, False)  # measured too, and kept the same way
 
 
 def test_a_crafted_resume_state_says_the_weights_are_intact(disks, tmp_path, tiny):

@@ -146,3 +146,20 @@ def test_an_epoch_of_several_passes_draws_each_image_anew():
     assert sorted(d % 5 for d in draws[:15]) == sorted(list(range(5)) * 3)
     sampler.set_epoch(1)
     assert list(sampler) != draws
+
+
+def test_the_layout_the_probe_measures_faster_is_the_one_trained_and_a_flag_wins(disks, tmp_path, tiny, monkeypatch):
+    """NCHW trains the network as written, channels-last the fused training network; the
+    choice is the probe's unless --channels_last / --no-channels_last says otherwise."""
+    from unetkit.nn import fused
+    from unetkit.train import trainer
+
+    monkeypatch.setattr(trainer, "training_layout", lambda *a: (False, "a training step measured 1.50x as fast"))
+    built = []
+    original = fused.training_network
+    monkeypatch.setattr(fused, "training_network", lambda model: built.append(model) or original(model))
+    train(data=str(disks), out=str(tmp_path / "nchw"), **tiny)
+    assert not built
+    assert "channels_last: false" in (tmp_path / "nchw" / "config.yaml").read_text()
+    train(data=str(disks), out=str(tmp_path / "asked"), **{**tiny, "channels_last": True})
+    assert len(built) == 1 and built[0].encoder[0].conv.conv1.weight.is_contiguous(memory_format=torch.channels_last)

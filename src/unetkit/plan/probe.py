@@ -4,8 +4,9 @@ The same network trains 4-5x faster in bf16 on a CPU with AMX, about 2x on one w
 dot products are full speed, and slower on one where they run at half the fp32 rate, so the
 training precision is chosen by timing a real training step (the trainer's: the fast
 training network, channels-last, fused AdamW; a cross-entropy loss, whose cost is small
-beside the network's) in both precisions. The planner asks the same function what candidate
-recipes cost. Every answer is cached per CPU (model name and vector instructions:
+beside the network's) in both precisions; the memory layout (the fused channels-last network
+or the plain NCHW one) is chosen the same way, as the faster one depends on the CPU and the
+width. The planner asks the same function what candidate recipes cost. Every answer is cached per CPU (model name and vector instructions:
 `cpu_identity`) or GPU, torch version and thread count, in ~/.cache/unetkit/probe.json: a
 machine is measured once. `UNETKIT_CPU_BF16=0/1` forces the precision answer (for tests, and
 for a machine one knows).
@@ -29,6 +30,8 @@ from unetkit.model.device import _cache_dir, cpu_identity, pick_device
 from unetkit.nn.options import UNetOptions
 
 BF16_MARGIN = 1.15  # bf16 must be this much faster than fp32 to be worth its rounding
+NCHW_MARGIN = 1.10  # the plain NCHW network must be this much faster to replace the fused channels-last one
+LAYOUTS = ("channels_last", "nchw")
 CACHE_FILE = "probe.json"
 
 
@@ -52,15 +55,17 @@ def machine_key(device: torch.device) -> str:
 
 
 def step_cost(options: UNetOptions, patch: int, batch: int, precision: str, device: str | torch.device = "auto",
-              steps: int = 3, use_cache: bool = True) -> StepCost:
-    """The time of one training step of `options` at `patch` x `patch`, `batch` images, in `precision`."""
+              steps: int = 3, use_cache: bool = True, layout: str = "channels_last") -> StepCost:
+    """The time of one training step of `options` at `patch` x `patch`, `batch` images, in `precision`,
+    in the trainer's `layout`: channels_last (the fused training network) or nchw (the network as written)."""
     device = pick_device(device) if isinstance(device, str) else device
     key = f"{machine_key(device)}|{json.dumps(options.to_dict(), sort_keys=True)}|{patch}|{batch}|{precision}"
+    key += "|nchw" if layout == "nchw" else ""
     cache = _read_cache()
     if use_cache and key in cache:
         seconds = float(cache[key])
         return StepCost(seconds, batch / seconds, precision, measured=False)
-    seconds = _time_steps(options, patch, batch, [precision], device, steps)[precision]
+    seconds = _time_steps(options, patch, batch, [precision], device, steps, layout)[precision]
     _write_cache({key: seconds})
     return StepCost(seconds, batch / seconds, precision, measured=True)
 
@@ -112,6 +117,21 @@ def training_precision(options: UNetOptions, patch: int, batch: int, device: tor
     return choice, f"a training step measured {speedup:.2f}x as fast in bf16 as in fp32 here"
 
 
+def training_layout(options: UNetOptions, patch: int, batch: int, precision: str,
+                    device: torch.device) -> tuple[bool, str]:
+    """(channels_last, why) for training this network on `device`. Channels-last runs the fused
+    training network (nn/fused.py) and pays on most machines; on some CPUs oneDNN's NCHW
+    convolutions are faster for some widths (AVX2 in fp32), so on a CPU both are timed and NCHW
+    is taken where it measures at least NCHW_MARGIN faster."""
+    if device.type != "cpu":
+        return True, f"{device.type}: channels-last"
+    costs = {layout: step_cost(options, patch, batch, precision, device, layout=layout) for layout in LAYOUTS}
+    speedup = costs["channels_last"].seconds / costs["nchw"].seconds
+    faster = "NCHW" if speedup >= 1 else "channels-last"
+    why = f"a training step measured {max(speedup, 1 / speedup):.2f}x as fast in {faster} here"
+    return speedup < NCHW_MARGIN, why
+
+
 def _cpu_can_bf16() -> bool:
     from unetkit.model.device import _cpu_flags
 
@@ -121,8 +141,9 @@ def _cpu_can_bf16() -> bool:
 
 
 def _time_steps(options: UNetOptions, patch: int, batch: int, precisions: list[str], device: torch.device,
-                steps: int) -> dict[str, float]:
-    """Best of `steps` timed training steps per precision (after a warm-up), alternating."""
+                steps: int, layout: str = "channels_last") -> dict[str, float]:
+    """Best of `steps` timed training steps per precision (after a warm-up), alternating, in the
+    trainer's `layout` (channels_last: the fused training network; nchw: the network as written)."""
     import torch.nn.functional as F
 
     from unetkit.nn import UNet, fused
@@ -130,12 +151,12 @@ def _time_steps(options: UNetOptions, patch: int, batch: int, precisions: list[s
     state = torch.random.get_rng_state()
     torch.manual_seed(0)
     try:
-        model = UNet(options).to(device).to(memory_format=torch.channels_last).train()
-        network = fused.training_network(model)
+        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        model = UNet(options).to(device).to(memory_format=fmt).train()
+        network = fused.training_network(model) if layout == "channels_last" else model
         binary = options.num_classes == 1
         optimizer = make_adamw(model.parameters(), 1e-4, 1e-4, device)
-        x = torch.randn(batch, options.in_channels, patch, patch, device=device).contiguous(
-            memory_format=torch.channels_last)
+        x = torch.randn(batch, options.in_channels, patch, patch, device=device).contiguous(memory_format=fmt)
         y = torch.randint(0, max(2, options.num_classes), (batch, patch, patch), device=device)
 
         def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -203,4 +224,5 @@ def _write_cache(entries: dict[str, Any]) -> None:
         pass  # a read-only home: measure again next time
 
 
-__all__ = ["BF16_MARGIN", "StepCost", "machine_key", "make_adamw", "sample_cost_of", "sample_seconds", "step_cost", "training_precision"]
+__all__ = ["BF16_MARGIN", "LAYOUTS", "NCHW_MARGIN", "StepCost", "machine_key", "make_adamw", "sample_cost_of",
+           "sample_seconds", "step_cost", "training_layout", "training_precision"]

@@ -127,7 +127,11 @@ class TrainConfig(ModelSettings):  # type: ignore[misc, valid-type]
                           "cuda, then mps, then cpu")
     precision: str = setting("auto", "arithmetic: auto picks bf16 or fp16 on CUDA and measures whether bf16 "
                              "pays on the CPU", ("auto", "fp32", "bf16", "fp16"))
-    channels_last: bool = setting(True, "channels-last memory layout (faster convolutions on CPUs and GPUs)")
+    channels_last: bool | None = setting(
+        None, "training memory layout: --channels_last trains the fused channels-last network, "
+        "--no-channels_last the network as written in NCHW; unset, a probe times a training step in both "
+        "and takes the faster (channels-last unless NCHW is at least 10% faster; on a GPU channels-last)",
+        default_text="measured")
     compile: bool = setting(False, "torch.compile the network (slow start, sometimes faster steps)")
     seed: int = setting(0, "seed of the split, the crops, the augmentation and the weights")
     progress: bool = setting(True, "a live progress bar on a terminal (one line per epoch otherwise)")

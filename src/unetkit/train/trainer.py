@@ -42,7 +42,7 @@ from unetkit.model.record import InputRange, SavedModel
 from unetkit.model.store import load, save_model
 from unetkit.nn import UNet, UNetOptions, fused
 from unetkit.plan.planner import VALIDATION_SHARE
-from unetkit.plan.probe import make_adamw, training_precision
+from unetkit.plan.probe import make_adamw, training_layout, training_precision
 from unetkit.train import run_folder, state
 from unetkit.train.config import DEFAULT_LOSS, TrainConfig
 from unetkit.train.losses import SegmentationLoss, unet_weight_map
@@ -200,14 +200,21 @@ class Trainer:
         c = self.config
         spec = self.spec
         self.options = UNetOptions(in_channels=spec.in_channels, num_classes=spec.num_outputs, **c.model_options())
+        batch = max(1, c.batch_size // self.world)  # each process's share
+        # measured by rank 0 alone (processes timing at once on shared cores measure each other)
         if c.precision == "auto":
-            self.precision, self.precision_reason = training_precision(self.options, c.patch_size,
-                                                                       max(1, c.batch_size // self.world), self.device)
+            self.precision, self.precision_reason = self._on_rank0(
+                lambda: training_precision(self.options, c.patch_size, batch, self.device))
         else:
             planned = next((ch.reason for ch in self.plan.choices if ch.setting == "precision"), None) \
                 if self.plan is not None else None
             self.precision = pick_precision(c.precision, self.device, training=True)
             self.precision_reason = f"planned: {planned}" if planned else "asked"
+        if c.channels_last is None:
+            self.channels_last, self.layout_reason = self._on_rank0(
+                lambda: training_layout(self.options, c.patch_size, batch, self.precision, self.device))
+        else:
+            self.channels_last, self.layout_reason = c.channels_last, "asked"
         if c.class_weights is not None and len(c.class_weights) != spec.num_outputs:
             raise UnetkitError(
                 f"--class_weights has {len(c.class_weights)} values but the data has {spec.num_outputs} "
@@ -253,7 +260,7 @@ class Trainer:
             # so each process normalises with its own share of the batch.
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
-        if c.channels_last:
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.loss_name = c.loss or DEFAULT_LOSS[spec.task]
         self.loss = SegmentationLoss(
@@ -276,8 +283,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _schedule(c.schedule, c.warmup_steps, lambda: self.total_steps))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        # the same network, with the transposed convs written straight into the concatenations on the CPU
-        self.network: torch.nn.Module = fused.training_network(self.model) if self.saves_models else self.model
+        # channels-last: the same network through the fused training path (nn/fused.py); NCHW: as written
+        fast = self.saves_models and self.channels_last
+        self.network: torch.nn.Module = fused.training_network(self.model) if fast else self.model
         if self.world > 1:
             self.network = torch.nn.parallel.DistributedDataParallel(
                 self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None
@@ -354,7 +362,8 @@ class Trainer:
         self._say(
             f"training a U-Net ({self.spec.task}, {self.spec.in_channels} band(s) -> {self.spec.num_outputs} "
             f"output(s)) on {len(self.splits['train'])} images, validating on {len(self.splits.get('val') or [])}; "
-            f"{self.device.type} {self.precision} ({self.precision_reason}), {self.steps_per_epoch} steps/epoch x "
+            f"{self.device.type} {self.precision} ({self.precision_reason}), "
+            f"{'channels-last' if self.channels_last else 'NCHW'} ({self.layout_reason}), {self.steps_per_epoch} steps/epoch x "
             f"{self.epochs_planned()} epochs" + (f" in {c.minutes:g} minutes" if self.budget else "")
             + (f", resuming after epoch {start_epoch}" if start_epoch else "")
         )
@@ -486,11 +495,12 @@ class Trainer:
         self.total_steps = total
 
     def resolved_config(self) -> TrainConfig:
-        """The config as this run uses it: task, loss, learning rate, workers and precision decided,
+        """The config as this run uses it: task, loss, learning rate, workers, precision and layout decided,
         not None or auto (a resumed run goes on in the precision it began in, whatever a new probe says)."""
         c = self.config
         resolved = dataclasses.replace(c, task=self.spec.task, loss=self.loss_name, lr=c.learning_rate,
-                                       workers=self.workers, precision=self.precision)
+                                       workers=self.workers, precision=self.precision,
+                                       channels_last=self.channels_last)
         resolved.given = getattr(c, "given", frozenset())
         return resolved
 
@@ -502,6 +512,7 @@ class Trainer:
             "finished": None,
             "device": self.device.type,
             "precision": self.precision,
+            "channels_last": self.channels_last,
             "processes": self.world,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "network": type(self.model).__name__,
@@ -529,7 +540,7 @@ class Trainer:
             if steps >= limit:
                 break
             x = batch["image"].to(self.device, non_blocking=True)
-            if c.channels_last:
+            if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = batch["mask"].to(self.device, non_blocking=True)
             weights = batch.get("weight")
