@@ -442,7 +442,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                                 metavar="RUN_DIR", help=text)
         elif base is bool:  # --flag / --no-flag; an optional one unset means "decide" (None)
             target.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=text)
+                                default=argparse.SUPPRESS, help=text.replace("%", "%%"))
         else:
             metavar = "N" if base is int else "X" if base is float else "DIR" if f.name in ("data", "out") \
                 else "NAME" if choices else base.__name__.upper()
