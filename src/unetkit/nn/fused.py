@@ -8,9 +8,9 @@ against the plain `UNet.forward`. The predictor and the trainer switch them on e
   b' = (b - m) * g / sqrt(v + eps) + beta. What is left of each `conv -> norm -> ReLU` is one
   oneDNN convolution with its ReLU as a post-op: the output is written once, already
   activated. Weights are converted once to the compute precision and pre-packed in oneDNN's
-  blocked layout (the layout oneDNN picks for each input shape: its shape-blind default is
-  up to 3.5x slower at batch 1 on AVX2); activations stay channels-last from the first layer
-  to the head. The engine is cached per model and rebuilt when any weight changed.
+  blocked layout (the one oneDNN picks for each input shape: its shape-blind default can be
+  several times slower at small batches); activations stay channels-last from the first
+  layer to the head. The engine is cached per model and rebuilt when any weight changed.
 - `training_network(model)`: the same module tree for training steps. With batch norm and
   transposed convolutions (the defaults) it keeps each convolution's raw output and nothing
   after it: the batch norm + ReLU that follows is applied on the fly by the next
@@ -211,9 +211,9 @@ def _crop_like(skip: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
 class PackedWeight:
     """A convolution weight in oneDNN's blocked layout for each input shape it meets, so that
-    no call reorders it again. The layout oneDNN wants depends on the batch and map size: a
-    weight packed without the shape is up to 3.5x slower at batch 1 (AVX2, the middle levels)
-    and a 1x1 one 10-20x. A predictor meets one or two shapes (the full and the last tile
+    no call reorders it again. The layout oneDNN wants depends on the batch and map size, and
+    a weight packed without the shape can make the convolution several times slower (at
+    batch 1 on AVX2, and for 1x1 weights). A predictor meets one or two shapes (the full and the last tile
     batch); `SHAPES` bounds the copies kept beside the plain weight, which new shapes are
     packed from (repacking costs a fraction of one forward pass)."""
 

@@ -6,10 +6,10 @@ training precision is chosen by timing a real training step (the trainer's: the 
 training network, channels-last, fused AdamW; a cross-entropy loss, whose cost is small
 beside the network's) in both precisions; the memory layout (the fused channels-last network
 or the plain NCHW one) is chosen the same way, as the faster one depends on the CPU and the
-width. The planner asks the same function what candidate recipes cost. Every answer is cached per CPU (model name and vector instructions:
-`cpu_identity`) or GPU, torch version and thread count, in ~/.cache/unetkit/probe.json: a
-machine is measured once. `UNETKIT_CPU_BF16=0/1` forces the precision answer (for tests, and
-for a machine one knows).
+width. The planner asks the same function what candidate recipes cost. Every answer is
+cached per CPU (model name and vector instructions: `cpu_identity`) or GPU, torch version
+and thread count, in ~/.cache/unetkit/probe.json: a machine is measured once.
+`UNETKIT_CPU_BF16=0/1` forces the precision answer (for tests, and for a machine one knows).
 """
 
 from __future__ import annotations
