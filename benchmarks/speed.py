@@ -89,12 +89,18 @@ class Spec:
     network: str = "unetkit"  # unetkit | basicunet
     precision: str = "bf16"
     channels_last: bool = True
+    # training's own layout where it differs (None: as channels_last): unetkit's trainer measures
+    # it (plan.probe.training_layout); NCHW trains the network as written, without the fused path
+    train_channels_last: bool | None = None
     # unetkit's fused paths: inference through fused.inference_engine, training through
     # fused.training_network; off: the plain model(x) (under autocast) for both
     fused: bool = True
     optimizer: str = "fused"  # fused: unetkit's make_adamw (fused AdamW) | plain: torch.optim.AdamW's default
     compile: bool = False
     malloc: str = "tuned"  # tuned | default
+
+    def trains_channels_last(self) -> bool:
+        return self.channels_last if self.train_channels_last is None else self.train_channels_last
 
     def precision_for(self, phase: str) -> str:
         infer, _, train = self.precision.partition("/")
@@ -126,6 +132,14 @@ def training_precision_here() -> tuple[str, str]:
     return training_precision(UNetOptions(in_channels=BANDS, num_classes=CLASSES), SIZE, BATCH_TRAIN, CPU)
 
 
+def training_layout_here(precision: str) -> tuple[bool, str]:
+    """(channels_last, reason) of unetkit's layout probe for the classic network, batch 4, 256 x 256."""
+    from unetkit.nn import UNetOptions
+    from unetkit.plan.probe import training_layout
+
+    return training_layout(UNetOptions(in_channels=BANDS, num_classes=CLASSES), SIZE, BATCH_TRAIN, precision, CPU)
+
+
 def _show(precision: str) -> str:
     infer, _, train = precision.partition("/")
     return infer if not train or train == infer else f"inference {infer}, training {train}"
@@ -140,22 +154,26 @@ def _flip(precision: str) -> str:
 
 
 def contenders() -> list[Spec]:
-    """unetkit as it runs by default (its precisions are the measured choices: bf16 only where
-    it pays, per use), the same in the other precision, and every setting switched off one at
+    """unetkit as it runs by default (its precisions and its training layout are the measured
+    choices: bf16 only where it pays, per use; NCHW training where it pays), the same in the other precision, and every setting switched off one at
     a time from there; the plain network; BasicUNet plain and with the generic recipe (the
     peers keep torch's default AdamW)."""
     auto = default_precision()
     shown = _show(auto)
+    layout = training_layout_here(auto.partition("/")[2] or auto)[0]
     specs = [
-        Spec("unetkit", f"unetkit, defaults ({shown})", precision=auto),
-        Spec("unetkit-other", f"unetkit {_show(_flip(auto))}, all else default", precision=_flip(auto)),
+        Spec("unetkit", f"unetkit, defaults ({shown}{'' if layout else '; training NCHW, as its probe chose'})",
+             precision=auto, train_channels_last=layout),
+        Spec("unetkit-other", f"unetkit {_show(_flip(auto))}, all else default", precision=_flip(auto),
+             train_channels_last=layout),
         Spec("unetkit-unfused", f"unetkit ({shown}), fused inference engine and training network off",
-             precision=auto, fused=False),
+             precision=auto, fused=False, train_channels_last=layout),
         Spec("unetkit-adamw", f"unetkit ({shown}), fused AdamW off (torch's default AdamW)", precision=auto,
-             optimizer="plain"),
+             optimizer="plain", train_channels_last=layout),
         Spec("unetkit-nchw", f"unetkit ({shown}), channels_last off (and so the fused paths, which need it)",
              precision=auto, channels_last=False, fused=False),
-        Spec("unetkit-malloc", f"unetkit ({shown}), allocator fix off", precision=auto, malloc="default"),
+        Spec("unetkit-malloc", f"unetkit ({shown}), allocator fix off", precision=auto, malloc="default",
+             train_channels_last=layout),
         Spec("unetkit-plain", "unetkit, every setting off (fp32 eager NCHW, torch's AdamW, default malloc)",
              precision="fp32", channels_last=False, fused=False, optimizer="plain", malloc="default"),
         Spec("monai-plain", "BasicUNet, plain (fp32 eager NCHW, default malloc)", network="basicunet",
@@ -193,6 +211,10 @@ class Runner:
         self.model = build_network(spec)
         if spec.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_model = self.model  # training's own copy where its layout differs (the same weights)
+        if spec.trains_channels_last() != spec.channels_last:
+            fmt = torch.channels_last if spec.trains_channels_last() else torch.contiguous_format
+            self.train_model = build_network(spec).to(memory_format=fmt)
         # unetkit's fused paths, as the product switches them on: the predictor's TorchEngine
         # runs the fused inference engine (channels-last by construction), the trainer steps
         # fused.training_network(model)
@@ -209,15 +231,17 @@ class Runner:
             self.train_net = self.net
         else:
             self.net = self.model
-            self.train_net = (fused.training_network(self.model) if spec.fused and spec.network == "unetkit"
-                              else self.model)
+            self.train_net = (fused.training_network(self.train_model)
+                              if spec.fused and spec.network == "unetkit" and spec.trains_channels_last()
+                              else self.train_model)
         self.compile_failed: str | None = None
         self.eager_phases: set[str] = set()  # phases where torch.compile failed and the model runs eager
         self.loss = SegmentationLoss("ce+dice", "multiclass")
         if spec.optimizer == "fused":
-            self.optimizer = make_adamw(self.model.parameters(), TRAIN_LR, TRAIN_WEIGHT_DECAY, CPU)
+            self.optimizer = make_adamw(self.train_model.parameters(), TRAIN_LR, TRAIN_WEIGHT_DECAY, CPU)
         else:
-            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=TRAIN_LR, weight_decay=TRAIN_WEIGHT_DECAY)
+            self.optimizer = torch.optim.AdamW(self.train_model.parameters(), lr=TRAIN_LR,
+                                               weight_decay=TRAIN_WEIGHT_DECAY)
         generator = torch.Generator().manual_seed(1)
         self.inputs = {
             n: torch.randn(n, BANDS, SIZE, SIZE, generator=generator) for n in (BATCH_LATENCY, BATCH_INFER, BATCH_TRAIN)
@@ -253,16 +277,16 @@ class Runner:
 
     def train_step(self, net: torch.nn.Module) -> float:
         """As unetkit's trainer runs a step (train/trainer.py, _train_epoch)."""
-        self.model.train()
+        self.train_model.train()
         x = self.inputs[BATCH_TRAIN]
-        if self.spec.channels_last:
+        if self.spec.trains_channels_last():
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast("train"):
             logits = net(x)
         loss = self.loss(logits, self.target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), TRAIN_GRAD_CLIP)
+        torch.nn.utils.clip_grad_norm_(self.train_model.parameters(), TRAIN_GRAD_CLIP)
         self.optimizer.step()
         return loss.item()
 
@@ -285,7 +309,7 @@ class Runner:
 
     def _run(self, phase: str) -> None:
         if phase == "train":
-            self.train_step(self.model if phase in self.eager_phases else self.train_net)
+            self.train_step(self.train_model if phase in self.eager_phases else self.train_net)
         else:
             self.infer(BATCH_LATENCY if phase == "latency" else BATCH_INFER,
                        self.model if phase in self.eager_phases else self.net)
