@@ -25,9 +25,10 @@ What it measures, in this order (see BENCHMARKS.md for the tables it writes):
    batch 8, training throughput at batch 4 (forward, backward, AdamW step, CE + Dice, exactly
    unetkit's trainer step). unetkit runs as the product runs it: inference through the fused
    engine (`unetkit.nn.fused.inference_engine`, as the predictor's TorchEngine calls it),
-   training through `fused.training_network` with fused AdamW (`plan.probe.make_adamw`), in
-   the precisions unetkit picks here (`pick_precision("auto")` for inference, the probe's
-   `training_precision` for training); each of those settings is then switched off one at a
+   training through `fused.training_network` with fused AdamW (`plan.probe.make_adamw`), or in
+   NCHW as written where the probe's `training_layout` picks that, in the precisions unetkit
+   picks here (`pick_precision("auto")` for inference, the probe's `training_precision` for
+   training); each of those settings is then switched off one at a
    time. Contenders are measured round robin (one unit of each in turn, repeated), after a
    warm-up, and the median is kept; before each round the benchmark waits for idle CPUs.
    Those that need glibc's default allocator run in a second process (the allocator is set
@@ -155,9 +156,9 @@ def _flip(precision: str) -> str:
 
 def contenders() -> list[Spec]:
     """unetkit as it runs by default (its precisions and its training layout are the measured
-    choices: bf16 only where it pays, per use; NCHW training where it pays), the same in the other precision, and every setting switched off one at
-    a time from there; the plain network; BasicUNet plain and with the generic recipe (the
-    peers keep torch's default AdamW)."""
+    choices: bf16 only where it pays, per use; NCHW training where it pays), the same in the
+    other precision, and every setting switched off one at a time from there; the plain
+    network; BasicUNet plain and with the generic recipe (the peers keep torch's default AdamW)."""
     auto = default_precision()
     shown = _show(auto)
     layout = training_layout_here(auto.partition("/")[2] or auto)[0]
