@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/memory.py --no-markdown   # print only, leave BENCHMARKS.md alone
 
 The step is the classic U-Net (3 bands -> 5 classes, base 64, depth 4), batch 4, 256 x 256,
-trained as unetkit's trainer trains it: channels-last, through `unetkit.nn.fused.training_network`
-(convolution outputs stored, batch norm + ReLU recomputed in the backward pass), CE + Dice,
+trained through unetkit's channels-last path, `unetkit.nn.fused.training_network` (convolution
+outputs stored, batch norm + ReLU recomputed in the backward pass; the trainer's layout unless
+its probe, `training_layout`, measures NCHW faster on this machine), CE + Dice,
 fused AdamW (`unetkit.plan.probe.make_adamw`), gradient clipping; in the precision the
 trainer's probe (`unetkit.plan.probe.training_precision`) picks on this machine, and in fp32
 for comparison. The speed issue's target for its peak RSS is 1.5 GB (1536 MiB) "with the
@@ -129,7 +130,7 @@ def markdown(record: dict) -> str:
     picked = record["picked"]
     lines = [
         f"Measured {record['date']} on {record['machine']}: the classic U-Net (3 -> 5 classes, base 64), batch "
-        f"{BATCH}, {SIZE}^2, trained as unetkit's trainer trains it (channels-last, `fused.training_network`: "
+        f"{BATCH}, {SIZE}^2, trained through unetkit's channels-last path (`fused.training_network`: "
         "convolution outputs stored, batch norm + ReLU recomputed in the backward pass; CE + Dice; fused AdamW; "
         f"gradient clipping). Precision: **{picked}**, the trainer's probe's choice here ({record['reason']}), "
         "and fp32 for comparison. Target (speed issue): peak RSS <= "
