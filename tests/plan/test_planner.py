@@ -21,15 +21,22 @@ def fingerprint(size=(512, 512), bands=1, classes=("background", "membrane"), sh
         object_thickness_median=10.0, objects_per_image=20.0, vertical_layout=vertical, horizontal_layout=0.01)
 
 
+class _Calls(list):
+    nchw_factor: float
+
+
 @pytest.fixture
 def machine(monkeypatch):
-    """A fake machine: a step costs (pixels x width^2) times a device factor; bf16 measured faster."""
-    calls = []
+    """A fake machine: a step costs (pixels x width^2) times a device factor, in either layout
+    alike unless a test sets `nchw_factor`; bf16 measured faster."""
+    calls = _Calls()
+    calls.nchw_factor = 1.0
 
-    def cost(options, patch, batch, precision, device, steps=3):
-        calls.append((options.base_channels, patch, batch))
+    def cost(options, patch, batch, precision, device, steps=3, layout="channels_last"):
+        calls.append((options.base_channels, patch, batch, layout))
         factor = 1e-9 if device.type == "cpu" else 2e-11
         seconds = factor * batch * patch**2 * (options.base_channels + 4) ** 2 * options.in_channels ** 0.1
+        seconds *= calls.nchw_factor if layout == "nchw" else 1.0
         return StepCost(seconds, batch / seconds, precision, True)
 
     monkeypatch.setattr(planner, "step_cost", cost)
@@ -138,3 +145,27 @@ def test_loading_the_batch_is_part_of_a_step_unless_workers_overlap_it(machine):
     assert e["step_seconds"] == pytest.approx(max(e["network_seconds"][str(overlapped.settings["base_channels"])],
                                                   batch * 0.05 / 4))
 
+
+
+def test_each_width_is_costed_in_its_faster_layout_and_the_plan_trains_in_it(machine):
+    same = planner.make_plan(fingerprint(), 3, torch.device("cpu"))
+    assert same.settings["channels_last"] is True  # alike in both: the fused channels-last path stays
+    assert {c[3] for c in machine} == {"channels_last", "nchw"}
+    machine.nchw_factor = 0.5  # NCHW trains every width twice as fast here
+    faster = planner.make_plan(fingerprint(), 3, torch.device("cpu"))
+    assert faster.settings["channels_last"] is False
+    assert "2.00x as fast in NCHW" in choice(faster, "channels_last").reason
+    base, patch, batch = (faster.settings[k] for k in ("base_channels", "patch_size", "batch_size"))
+    assert faster.estimate["network_seconds"][str(base)] == pytest.approx(0.5e-9 * batch * patch**2 * (base + 4) ** 2)
+    assert base > same.settings["base_channels"]  # the cheaper layout's cost chose the width
+    assert faster.estimate["layouts"][str(base)] == "nchw"
+
+
+def test_a_given_layout_is_the_only_one_measured(machine):
+    machine.nchw_factor = 0.5
+    plan = planner.make_plan(fingerprint(), 5, torch.device("cpu"), given={"channels_last": True})
+    assert {c[3] for c in machine} == {"channels_last"} and "channels_last" not in plan.settings
+    assert choice(plan, "channels_last").given
+    machine.clear()
+    gpu = planner.make_plan(fingerprint(), 5, torch.device("cuda"))
+    assert {c[3] for c in machine} == {"channels_last"} and gpu.settings["channels_last"] is True

@@ -61,7 +61,7 @@ def test_a_cpu_of_the_same_name_with_other_instructions_is_measured_anew(monkeyp
 
 def test_the_layout_is_measured_and_nchw_taken_only_where_clearly_faster(monkeypatch):
     for channels_last, nchw, expected in ((1.0, 0.6, False), (1.0, 0.95, True), (0.8, 1.0, True)):
-        monkeypatch.setattr(probe, "step_cost", lambda o, p, b, precision, d, layout, c=channels_last, n=nchw:
+        monkeypatch.setattr(probe, "step_cost", lambda o, p, b, precision, d, layout, steps=3, c=channels_last, n=nchw:
                             probe.StepCost(c if layout == "channels_last" else n, 1.0, precision, True))
         choice, why = probe.training_layout(TINY, 32, 2, "fp32", torch.device("cpu"))
         assert choice is expected and "measured" in why

@@ -33,6 +33,11 @@ def test_a_one_minute_budget_ends_inside_it_with_the_schedule_at_its_end(disks, 
     # schedule's end is checked above either way)
     ended = ("stopped: completed: the 1-minute plan", "stopped: time budget: --minutes 1 spent")
     assert "plan:" in done.stdout and any(e in done.stdout for e in ended), done.stdout[-1500:]
+    # the layout the planner costed the width in is the one trained, and the run says why
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert config["channels_last"] is plan["settings"]["channels_last"] is info["channels_last"]
+    layout = "channels-last" if config["channels_last"] else "NCHW"
+    assert f"{layout} (planned: " in done.stdout, done.stdout[:1500]
     page = subprocess.run([sys.executable, "-m", "unetkit", "report", str(tmp_path / "run")], capture_output=True,
                           text=True)
     assert page.returncode == 0 and "Plan" in (tmp_path / "run" / "report.html").read_text()
@@ -41,13 +46,14 @@ def test_a_one_minute_budget_ends_inside_it_with_the_schedule_at_its_end(disks, 
 def test_flags_win_over_the_plan_and_resume_keeps_it(disks, tmp_path):
     run = tmp_path / "run"
     done, _ = _train("--data", str(disks), "--out", str(run), "--minutes", "0.3", "--base_channels", "8",
-                     "--patch_size", "32")
+                     "--patch_size", "32", "--no-channels_last")
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load((run / "config.yaml").read_text())
     plan = json.loads((run / "plan.json").read_text())
-    assert config["base_channels"] == 8 and config["patch_size"] == 32
+    assert config["base_channels"] == 8 and config["patch_size"] == 32 and config["channels_last"] is False
     given = {c["setting"] for c in plan["choices"] if c["given"]}
-    assert {"base_channels", "patch_size"} <= given and "batch_size" not in given
+    assert {"base_channels", "patch_size", "channels_last"} <= given and "batch_size" not in given
+    assert "NCHW (asked)" in done.stdout
     steps = read_run_info(run)["steps_done"]
     before = (run / "plan.json").read_bytes()
     more, _ = _train("--resume", str(run), "--minutes", "0.6")

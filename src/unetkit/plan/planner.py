@@ -9,6 +9,9 @@ Each rule follows a property of the data or a measurement, never one data set's 
   so the receptive field is as wide as the patch lets it be: large objects widen the patch);
 - batch: about 2^17 pixels a step on a CPU (2^20 on a GPU), at least 2 (batch norm);
 - precision: measured (`probe.training_precision`);
+- layout: measured per width (`probe.layout_choice`: NCHW or the fused channels-last network,
+  whichever trains that width faster here), so that the width is chosen with the cost of the
+  layout it will train in;
 - width: the widest network (base 8 to 64) that still gets MIN_STEPS optimisation steps in the
   time, from measured step times (the network's, and reading and augmenting the batch where
   the training process does it): a larger network only where it will be trained enough;
@@ -31,7 +34,7 @@ import torch
 from unetkit import runtime
 from unetkit.nn.options import UNetOptions
 from unetkit.plan.fingerprint import Fingerprint
-from unetkit.plan.probe import step_cost, training_precision
+from unetkit.plan.probe import LAYOUTS, layout_choice, step_cost, training_precision
 
 # Optimisation steps a wider network must still get, else a narrower one is trained: in the
 # budget benchmark a network twice as wide at full resolution with 1,300-1,500 steps scored
@@ -150,11 +153,28 @@ def make_plan(found: Fingerprint, minutes: float, device: torch.device, given: d
         """A step: the network's, plus the batch's loading in this process, or overlapped by workers."""
         return network + loading if workers <= 0 else max(network, loading / workers)
 
+    given_layout = given.get("channels_last")
+    compare = given_layout is None and device.type == "cpu"  # off the CPU: channels-last (probe.training_layout)
+
+    def network_cost(base: int) -> tuple[float, bool, str]:
+        """(seconds, channels_last, why) of a step of the network `base` wide, in the faster layout."""
+        if not compare:
+            channels_last = True if given_layout is None else bool(given_layout)
+            layout = LAYOUTS[0] if channels_last else LAYOUTS[1]
+            seconds = step_cost(options(base), patch, batch, precision, device, steps=2, layout=layout).seconds
+            return seconds, channels_last, f"{device.type}: channels-last"
+        seconds_of = {layout: step_cost(options(base), patch, batch, precision, device, steps=2,
+                                        layout=layout).seconds for layout in LAYOUTS}
+        channels_last, why = layout_choice(seconds_of)
+        return seconds_of[LAYOUTS[0] if channels_last else LAYOUTS[1]], channels_last, why
+
     measured: dict[int, float] = {}
     network_seconds: dict[int, float] = {}
+    layouts: dict[int, tuple[bool, str]] = {}
     widths = [int(given["base_channels"])] if "base_channels" in given else list(WIDTHS)
     for base in widths:
-        network_seconds[base] = step_cost(options(base), patch, batch, precision, device, steps=2).seconds
+        seconds, channels_last, why_layout = network_cost(base)
+        network_seconds[base], layouts[base] = seconds, (channels_last, why_layout)
         measured[base] = with_loading(network_seconds[base])
         if train_seconds / measured[base] < MIN_STEPS:
             break
@@ -165,6 +185,9 @@ def make_plan(found: Fingerprint, minutes: float, device: torch.device, given: d
               f"({train_seconds / measured[base]:,.0f} steps of {measured[base]:.3f} s{of_which})" if fitting
               else f"even the narrowest gets only {train_seconds / measured[base]:,.0f} steps in the time")
     base = choose("base_channels", base, reason)
+    channels_last, why_layout = layouts[base]
+    choose("channels_last", channels_last,
+           ("the fused channels-last network" if channels_last else "NCHW, the network as written") + f": {why_layout}")
     step_seconds = measured[base]
     steps = max(1, int(train_seconds / step_seconds))
 
@@ -193,7 +216,7 @@ def make_plan(found: Fingerprint, minutes: float, device: torch.device, given: d
                 "validations": validations, "validation_seconds": val_seconds, "train_seconds": train_seconds,
                 "budget_seconds": budget, "measured_widths": {str(k): v for k, v in measured.items()},
                 "network_seconds": {str(k): v for k, v in network_seconds.items()}, "loading_seconds": loading,
-                "workers": workers}
+                "workers": workers, "layouts": {str(k): LAYOUTS[0] if v[0] else LAYOUTS[1] for k, v in layouts.items()}}
     return Plan(minutes, device.type, settings, choices, estimate, found.to_dict(),
                 {"precision": precision, "step_seconds": measured})
 

@@ -118,15 +118,21 @@ def training_precision(options: UNetOptions, patch: int, batch: int, device: tor
 
 
 def training_layout(options: UNetOptions, patch: int, batch: int, precision: str,
-                    device: torch.device) -> tuple[bool, str]:
+                    device: torch.device, steps: int = 3) -> tuple[bool, str]:
     """(channels_last, why) for training this network on `device`. Channels-last runs the fused
     training network (nn/fused.py) and pays on most machines; on some CPUs oneDNN's NCHW
     convolutions are faster for some widths (AVX2 in fp32), so on a CPU both are timed and NCHW
     is taken where it measures at least NCHW_MARGIN faster."""
     if device.type != "cpu":
         return True, f"{device.type}: channels-last"
-    costs = {layout: step_cost(options, patch, batch, precision, device, layout=layout) for layout in LAYOUTS}
-    speedup = costs["channels_last"].seconds / costs["nchw"].seconds
+    return layout_choice({layout: step_cost(options, patch, batch, precision, device, steps=steps,
+                                            layout=layout).seconds for layout in LAYOUTS})
+
+
+def layout_choice(seconds: dict[str, float]) -> tuple[bool, str]:
+    """(channels_last, why) from the measured seconds of a step in each of LAYOUTS: NCHW only
+    where it is at least NCHW_MARGIN faster (the fused channels-last path stores less)."""
+    speedup = seconds["channels_last"] / seconds["nchw"]
     faster = "NCHW" if speedup >= 1 else "channels-last"
     why = f"a training step measured {max(speedup, 1 / speedup):.2f}x as fast in {faster} here"
     return speedup < NCHW_MARGIN, why
@@ -224,5 +230,5 @@ def _write_cache(entries: dict[str, Any]) -> None:
         pass  # a read-only home: measure again next time
 
 
-__all__ = ["BF16_MARGIN", "LAYOUTS", "NCHW_MARGIN", "StepCost", "machine_key", "make_adamw", "sample_cost_of",
-           "sample_seconds", "step_cost", "training_layout", "training_precision"]
+__all__ = ["BF16_MARGIN", "LAYOUTS", "NCHW_MARGIN", "StepCost", "layout_choice", "machine_key", "make_adamw",
+           "sample_cost_of", "sample_seconds", "step_cost", "training_layout", "training_precision"]

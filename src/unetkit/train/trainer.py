@@ -50,8 +50,8 @@ from unetkit.train.losses import SegmentationLoss, unet_weight_map
 OnEpoch = Callable[[Path], None]  # called with the run folder after each epoch's files are written
 PLAN_FILE = "plan.json"
 # What the planner chooses (a flag the user gives for one of these wins over the plan).
-PLANNED = ("depth", "patch_size", "batch_size", "precision", "base_channels", "steps_per_epoch", "epochs",
-           "schedule", "warmup_steps", "optimizer", "lr", "flips", "augment", "class_weights")
+PLANNED = ("depth", "patch_size", "batch_size", "precision", "base_channels", "channels_last", "steps_per_epoch",
+           "epochs", "schedule", "warmup_steps", "optimizer", "lr", "flips", "augment", "class_weights")
 
 
 @dataclass
@@ -206,15 +206,13 @@ class Trainer:
             self.precision, self.precision_reason = self._on_rank0(
                 lambda: training_precision(self.options, c.patch_size, batch, self.device))
         else:
-            planned = next((ch.reason for ch in self.plan.choices if ch.setting == "precision"), None) \
-                if self.plan is not None else None
             self.precision = pick_precision(c.precision, self.device, training=True)
-            self.precision_reason = f"planned: {planned}" if planned else "asked"
+            self.precision_reason = self._why_set("precision")
         if c.channels_last is None:
             self.channels_last, self.layout_reason = self._on_rank0(
                 lambda: training_layout(self.options, c.patch_size, batch, self.precision, self.device))
         else:
-            self.channels_last, self.layout_reason = c.channels_last, "asked"
+            self.channels_last, self.layout_reason = c.channels_last, self._why_set("channels_last")
         if c.class_weights is not None and len(c.class_weights) != spec.num_outputs:
             raise UnetkitError(
                 f"--class_weights has {len(c.class_weights)} values but the data has {spec.num_outputs} "
@@ -319,6 +317,12 @@ class Trainer:
             atomic_write_text(path, json.dumps(plan.to_dict(), indent=2))
             self._say(plan.to_text())
         return plan
+
+    def _why_set(self, setting: str) -> str:
+        """Why a setting that was not measured in this process has its value: the plan's reason, or asked."""
+        planned = next((ch.reason for ch in self.plan.choices if ch.setting == setting and not ch.given), None) \
+            if self.plan is not None else None
+        return f"planned: {planned}" if planned else "asked"
 
     def _given(self) -> dict[str, Any]:
         """The planned settings the user chose. A config read back from a run's config.yaml
