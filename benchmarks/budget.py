@@ -92,7 +92,7 @@ def child(contender: str, data: str, out: str, minutes: float, seed: int = 0) ->
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
         "recipe": {k: getattr(c, k) for k in ("base_channels", "depth", "patch_size", "batch_size", "precision",
                                                "epochs", "steps_per_epoch", "flips", "class_weights")},
-        "precision": trainer.precision,
+        "precision": trainer.precision, "channels_last": trainer.channels_last,
     }))
     return 0
 
@@ -112,18 +112,22 @@ def machine() -> dict[str, Any]:
     """The CPU as the probe's caches tell it apart (its name and the vector instructions that pick
     the kernels) and the cores this process may use."""
     from unetkit import runtime
-    from unetkit.model.device import SPEED_FLAGS, _cpu_flags, _cpu_model
+    from unetkit.model.device import SPEED_FLAGS, _cpu_flags, _cpu_generation, _cpu_model
 
-    return {"cpu": _cpu_model(), "cores": runtime.cores(), "isa": sorted(_cpu_flags() & set(SPEED_FLAGS))}
+    return {"cpu": _cpu_model(), "generation": _cpu_generation(), "cores": runtime.cores(),
+            "isa": sorted(_cpu_flags() & set(SPEED_FLAGS))}
 
 
 def describe(m: dict[str, Any]) -> str:
-    return f"{m['cpu']}, {m['cores']} cores ({', '.join(m['isa']) or 'no AVX2'})"
+    generation = f", {m['generation']}" if m.get("generation") else ""
+    return f"{m['cpu']}{generation}, {m['cores']} cores ({', '.join(m['isa']) or 'no AVX2'})"
 
 
-def key(row: dict[str, Any]) -> tuple[str, float, str, int]:
-    """What makes a run the same run in two invocations (rows before seeds existed ran seed 0)."""
-    return row["set"], row["minutes"], row["contender"], row.get("seed", 0)
+def key(row: dict[str, Any]) -> tuple[str, float, str, int, str]:
+    """What makes a run the same run in two invocations (rows before seeds existed ran seed 0;
+    a row of another machine is another run)."""
+    return row["set"], row["minutes"], row["contender"], row.get("seed", 0), json.dumps(row.get("machine"),
+                                                                                         sort_keys=True)
 
 
 def label(row: dict[str, Any]) -> str:
@@ -160,6 +164,7 @@ def _row(r: dict[str, Any]) -> str:
     net = (f"{r['network']} {r['parameters'] / 1e6:.1f}M, base {recipe['base_channels']}"
            if r["network"] == "UNet" else f"{r['network']} {r['parameters'] / 1e6:.1f}M")
     net += f", patch {recipe['patch_size']} x {recipe['batch_size']}, {r['precision']}"
+    net += {True: ", channels-last", False: ", NCHW"}.get(r.get("channels_last"), "")  # rows before it: unsaid
 
     def f(v: float | None, digits: int = 4) -> str:
         return "–" if v is None else f"{v:.{digits}f}"

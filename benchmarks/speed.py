@@ -798,7 +798,8 @@ def machine() -> dict[str, Any]:
     flag_set = _cpu_flags()
     onednn = re.search(r"MKL-DNN v([\d.]+)", torch.__config__.show())
     return {
-        "cpu": device._cpu_model() or platform.processor(), "cores": runtime.cores(),
+        "cpu": device._cpu_model() or platform.processor(), "generation": device._cpu_generation(),
+        "cores": runtime.cores(),
         "isa": sorted(flag_set & set(device.SPEED_FLAGS)),
         "clock_mhz": cpu_mhz(), "torch": torch.__version__, "onednn": onednn.group(1) if onednn else None,
         "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
@@ -876,7 +877,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"({result['wall_minutes']:.0f} min; {result['noise']}; load average {result['load_before'][0]:.2f} "
         f"before, {result['load_after'][0]:.2f} after, the benchmark's own work included).",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}), {m['memory_gib']} GiB"
+        f"Machine: {m['cpu']}{', ' + m['generation'] if m.get('generation') else ''}, {m['cores']} cores ({', '.join(m['isa'])}), {m['memory_gib']} GiB"
         + (f", cpu MHz {m['clock_mhz']:.0f}" if m.get("clock_mhz") else "")
         + f"; torch {m['torch']} (oneDNN {m['onednn']}), {m['torch_threads']} threads, Python {m['python']}, "
         f"glibc {m['glibc']}.",

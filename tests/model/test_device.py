@@ -82,6 +82,28 @@ def test_a_tiny_run_trains_and_predicts_on_the_gpu(disks, tmp_path):
     assert mask.shape == (40, 40)
 
 
+def test_two_cpus_of_one_name_and_the_same_flags_are_told_apart_by_their_generation(monkeypatch):
+    """An AVX2 Zen 2 and an AVX2 Zen 3 are both "AMD EPYC" with the same speed flags on these VMs,
+    and the faster training layout differs between them: family and model numbers part them."""
+    monkeypatch.setattr(device, "_cpu_model", lambda: "AMD EPYC")
+    monkeypatch.setattr(device, "_cpu_flags", lambda: {"avx2", "fma"})
+    fields = {"cpu family": "23", "model": "49"}
+    monkeypatch.setattr(device, "_cpuinfo_field", lambda name: fields.get(name, ""))
+    zen2 = device.cpu_identity()
+    fields.update({"cpu family": "25", "model": "1"})
+    assert device.cpu_identity() != zen2 and "family 25 model 1" in device.cpu_identity()
+    fields.clear()  # no such fields (another architecture): the name and flags alone
+    assert device.cpu_identity() == "AMD EPYC (avx2)"
+
+
+def test_the_real_cpuinfo_gives_a_generation_on_x86():
+    import platform
+
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert device._cpu_generation().startswith("family ")
+    assert device._cpuinfo_field("no such field") == ""
+
+
 def test_the_speed_caches_tell_apart_two_cpus_of_one_name(monkeypatch, tmp_path):
     """A VM's "AMD EPYC" may have avx512_bf16 on one host and AVX2 only on the next: a speed-up
     measured on the first must not be read back on the second."""

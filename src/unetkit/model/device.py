@@ -190,24 +190,41 @@ def _cpu_flags() -> set[str]:
 
 
 def _cpu_model() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or "unknown CPU"
+
+
+def _cpu_generation() -> str:
+    """x86's family and model numbers ("family 25 model 1"), empty where /proc/cpuinfo has none:
+    they tell apart two processors that a VM names alike and that share every speed flag (an
+    AVX2 Zen 2 and an AVX2 Zen 3 "AMD EPYC" train the same network at different layouts' best)."""
+    family, model = _cpuinfo_field("cpu family"), _cpuinfo_field("model")
+    return f"family {family} model {model}" if family and model else ""
+
+
+def _cpuinfo_field(name: str) -> str:
+    """The first processor's `name` field in /proc/cpuinfo ("" where there is none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if key.strip() == name:
+                return value.strip()
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    return ""
 
 
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
 
 
 def cpu_identity() -> str:
-    """The CPU as the speed caches know it: its model name and the vector instructions that
-    decide which kernels run. A name alone is not enough: a VM's "AMD EPYC" is a processor with
-    avx512_bf16 on one host and one with AVX2 only on the next, and bf16 pays on the first only."""
+    """The CPU as the speed caches know it: its model name, family and model numbers, and the
+    vector instructions that decide which kernels run. A name alone is not enough: a VM's "AMD
+    EPYC" is a processor with avx512_bf16 on one host and one with AVX2 only on the next, and
+    bf16 pays on the first only."""
     flags = _cpu_flags()
-    return f"{_cpu_model()} ({'+'.join(f for f in SPEED_FLAGS if f in flags) or 'no AVX2'})"
+    generation = _cpu_generation()
+    isa = "+".join(f for f in SPEED_FLAGS if f in flags) or "no AVX2"
+    return f"{_cpu_model()} ({generation + '; ' if generation else ''}{isa})"
 
 
 def _cache_dir() -> Path:
