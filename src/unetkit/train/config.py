@@ -130,7 +130,8 @@ class TrainConfig(ModelSettings):  # type: ignore[misc, valid-type]
     channels_last: bool | None = setting(
         None, "training memory layout: --channels_last trains the fused channels-last network, "
         "--no-channels_last the network as written in NCHW; unset, a probe times a training step in both "
-        "and takes the faster (channels-last unless NCHW is at least 10% faster; on a GPU channels-last)",
+        "and takes the faster (channels-last unless NCHW is at least 10% faster; on a GPU channels-last); "
+        "with --minutes the plan measures it for each width it weighs",
         default_text="measured")
     compile: bool = setting(False, "torch.compile the network (slow start, sometimes faster steps)")
     seed: int = setting(0, "seed of the split, the crops, the augmentation and the weights")
