@@ -58,7 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -648,8 +648,11 @@ def _rss_now_mib() -> float:
 
 
 def rss_child(spec: str, steps: int) -> int:
+    """The peak of training alone: one network, built in training's layout (a Runner whose
+    inference layout differs keeps a second copy for inference, which training never has)."""
     runtime = _runtime_record()
-    runner = Runner(Spec(**json.loads(spec)))
+    chosen = Spec(**json.loads(spec))
+    runner = Runner(replace(chosen, channels_last=chosen.trains_channels_last(), train_channels_last=None))
     before = _rss_now_mib()
     seconds = [runner.unit("train") for _ in range(steps)]
     print(json.dumps({"peak_rss_mib": peak_rss_mib(), "rss_before_steps_mib": before, "step_seconds": seconds,
