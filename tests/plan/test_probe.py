@@ -95,3 +95,12 @@ def test_loading_a_training_sample_is_measured_on_the_data(tmp_path):
     seconds = cost(32, "default", "all")
     assert 0 < seconds < 5
     assert probe.sample_seconds(tmp_path / "cells", [], report.spec, 32, "default", "all") == 0.0
+
+
+def test_layout_choice_keeps_channels_last_unless_nchw_pays_for_its_memory():
+    assert probe.layout_choice({"channels_last": 1.0, "nchw": 0.5}) == (
+        False, "a training step measured 2.00x as fast in NCHW here")
+    barely, why = probe.layout_choice({"channels_last": 1.04, "nchw": 1.0})
+    assert barely is True and "1.04x as fast in NCHW" in why and f"under the {probe.NCHW_MARGIN:.2f}x" in why
+    slower, why = probe.layout_choice({"channels_last": 1.0, "nchw": 1.25})
+    assert slower is True and why == "a training step measured 1.25x as fast in channels-last here"
