@@ -4,13 +4,14 @@
     .venv/bin/python benchmarks/memory.py --no-markdown   # print only, leave BENCHMARKS.md alone
 
 The step is the classic U-Net (3 bands -> 5 classes, base 64, depth 4), batch 4, 256 x 256,
-trained through unetkit's channels-last path, `unetkit.nn.fused.training_network` (convolution
-outputs stored, batch norm + ReLU recomputed in the backward pass; the trainer's layout unless
-its probe, `training_layout`, measures NCHW faster on this machine), CE + Dice,
-fused AdamW (`unetkit.plan.probe.make_adamw`), gradient clipping; in the precision the
-trainer's probe (`unetkit.plan.probe.training_precision`) picks on this machine, and in fp32
-for comparison. The speed issue's target for its peak RSS is 1.5 GB (1536 MiB) "with the
-allocator's slack counted". Two numbers per precision:
+CE + Dice, fused AdamW (`unetkit.plan.probe.make_adamw`), gradient clipping, in both of the
+trainer's layouts: channels-last through `unetkit.nn.fused.training_network` (convolution
+outputs stored, batch norm + ReLU recomputed in the backward pass) and NCHW (the network as
+written). The trainer takes the one its probe, `unetkit.plan.probe.training_layout`, measures
+faster here, and that one comes first. Precisions: the one the trainer's probe
+(`unetkit.plan.probe.training_precision`) picks on this machine, and fp32 for comparison. The
+speed issue's target for its peak RSS is 1.5 GB (1536 MiB) "with the allocator's slack
+counted". Two numbers per precision and layout:
 
 1. The floor, accounted: the process with torch imported, the parameters with their
    gradients and AdamW's two moments (4 x the fp32 parameters), and the tensors autograd
@@ -52,18 +53,22 @@ def rss_mib() -> float:
         return int(handle.read().split()[1]) * resource.getpagesize() / MIB
 
 
-def account(precision: str, torch_imported_mib: float) -> dict:
-    """The floor of one training step in `precision`, as the trainer runs it."""
+def account(precision: str, channels_last: bool, torch_imported_mib: float) -> dict:
+    """The floor of one training step in `precision` and this layout, as the trainer runs it."""
     from unetkit.model.device import autocast
     from unetkit.nn import UNet, fused
     from unetkit.train.losses import SegmentationLoss
 
     cpu = torch.device("cpu")
     torch.manual_seed(0)
-    model = UNet(in_channels=BANDS, num_classes=CLASSES).to(memory_format=torch.channels_last).train()
-    network = fused.training_network(model)
+    model = UNet(in_channels=BANDS, num_classes=CLASSES).train()
+    x = torch.randn(BATCH, BANDS, SIZE, SIZE)
+    network: torch.nn.Module = model
+    if channels_last:  # the trainer's channels-last path; NCHW trains the network as written
+        model = model.to(memory_format=torch.channels_last)
+        network = fused.training_network(model)
+        x = x.contiguous(memory_format=torch.channels_last)
     weights = sum(p.numel() * p.element_size() for p in model.parameters()) / MIB
-    x = torch.randn(BATCH, BANDS, SIZE, SIZE).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, CLASSES, (BATCH, SIZE, SIZE))
     storages: dict[int, tuple[int, str]] = {}
     parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -93,7 +98,7 @@ def account(precision: str, torch_imported_mib: float) -> dict:
     order = sorted((g for g in by_group if g.isdigit()), key=int, reverse=True) + [
         g for g in ("weights", "other") if g in by_group]
     return {
-        "precision": precision, "torch_imported_mib": round(torch_imported_mib, 1),
+        "precision": precision, "layout": _layout(channels_last), "torch_imported_mib": round(torch_imported_mib, 1),
         "parameters_mib": round(weights, 1),
         "parameters_grads_adamw_mib": round(4 * weights, 1),
         "saved_mib": round(saved, 1),
@@ -102,14 +107,19 @@ def account(precision: str, torch_imported_mib: float) -> dict:
     }
 
 
-def measured_rss(precision: str, malloc: str, steps: int) -> dict:
+def _layout(channels_last: bool) -> str:
+    return "channels-last" if channels_last else "NCHW"
+
+
+def measured_rss(precision: str, channels_last: bool, malloc: str, steps: int) -> dict:
     """VmHWM of a fresh process running `steps` training steps (speed.py's unetkit contender)."""
     from speed import Spec, rss_record
 
-    spec = Spec(f"memory-{precision}-{malloc}", f"unetkit {precision}, malloc {malloc}", precision=precision,
-                malloc=malloc)
+    layout = _layout(channels_last)
+    spec = Spec(f"memory-{precision}-{layout}-{malloc}", f"unetkit {precision}, {layout}, malloc {malloc}",
+                precision=precision, channels_last=channels_last, train_channels_last=channels_last, malloc=malloc)
     record = rss_record(spec, steps) or {}
-    return {**record, "precision": precision, "malloc": malloc, "steps": steps}
+    return {**record, "precision": precision, "layout": layout, "malloc": malloc, "steps": steps}
 
 
 def _meets(mib: float | None) -> str:
@@ -127,35 +137,37 @@ def _floor_text(a: dict) -> str:
 
 
 def markdown(record: dict) -> str:
-    picked = record["picked"]
+    picked, layout = record["picked"], record["layout"]
     lines = [
         f"Measured {record['date']} on {record['machine']}: the classic U-Net (3 -> 5 classes, base 64), batch "
-        f"{BATCH}, {SIZE}^2, trained through unetkit's channels-last path (`fused.training_network`: "
-        "convolution outputs stored, batch norm + ReLU recomputed in the backward pass; CE + Dice; fused AdamW; "
-        f"gradient clipping). Precision: **{picked}**, the trainer's probe's choice here ({record['reason']}), "
-        "and fp32 for comparison. Target (speed issue): peak RSS <= "
-        f"{TARGET_MIB} MiB with the allocator's slack counted. Command: `.venv/bin/python benchmarks/memory.py`.",
+        f"{BATCH}, {SIZE}^2, CE + Dice, fused AdamW, gradient clipping, in both of the trainer's layouts: "
+        "channels-last through `fused.training_network` (convolution outputs stored, batch norm + ReLU recomputed "
+        "in the backward pass) and NCHW (the network as written). The trainer's probes pick "
+        f"**{picked}** ({record['reason']}) and **{layout}** ({record['layout_reason']}); fp32 is measured "
+        f"for comparison. Target (speed issue): peak RSS <= {TARGET_MIB} MiB with the allocator's slack counted. "
+        "Command: `.venv/bin/python benchmarks/memory.py`.",
         "",
         "Floor, accounted (tensors autograd saves, recorded with saved_tensors_hooks: unique storages, parameters "
         "excluded; no workspace, no allocator slack):",
     ]
     for a in record["accounting"]:
-        lines.append(f"- {a['precision']}: {_floor_text(a)}.")
-    lines += ["", f"Peak RSS, measured (VmHWM of a fresh process that builds the network and runs "
+        lines.append(f"- {a['precision']}, {a['layout']}: {_floor_text(a)}.")
+    lines += ["", f"Peak RSS, measured (VmHWM of a fresh process that builds the network in that layout and runs "
                   f"{record['steps']} such training steps; this is what the target is about):", "",
-              "| precision | allocator | peak RSS (MiB) | RSS before the first step (MiB) | target <= "
-              f"{TARGET_MIB} MiB |", "|---|---|---:|---:|---|"]
+              "| precision | layout | allocator | peak RSS (MiB) | RSS before the first step (MiB) | target <= "
+              f"{TARGET_MIB} MiB |", "|---|---|---|---:|---:|---|"]
     names = {"tuned": "as unetkit sets it (runtime.configure(): freed memory kept)",
              "default": "glibc's default (UNETKIT_MALLOC=default)"}
     for m in record["measured"]:
         rss = m.get("peak_rss_mib")
         before = m.get("rss_before_steps_mib")
-        lines.append(f"| {m['precision']} | {names[m['malloc']]} | {'failed' if rss is None else f'{rss:.0f}'} | "
-                     f"{'' if before is None else f'{before:.0f}'} | "
+        lines.append(f"| {m['precision']} | {m['layout']} | {names[m['malloc']]} | "
+                     f"{'failed' if rss is None else f'{rss:.0f}'} | {'' if before is None else f'{before:.0f}'} | "
                      f"{'n/a' if rss is None else ('met' if rss <= TARGET_MIB else '**not met**')} |")
-    headline = next((m for m in record["measured"] if m["precision"] == picked and m["malloc"] == "tuned"), None)
+    headline = next((m for m in record["measured"]
+                     if m["precision"] == picked and m["layout"] == layout and m["malloc"] == "tuned"), None)
     if headline and headline.get("peak_rss_mib") is not None:
-        lines += ["", f"With unetkit's defaults ({picked}, its allocator setting) the step peaks at "
+        lines += ["", f"With unetkit's defaults ({picked}, {layout}, its allocator setting) the step peaks at "
                       f"{headline['peak_rss_mib']:.0f} MiB: the target is "
                       f"{'met' if headline['peak_rss_mib'] <= TARGET_MIB else 'not met'}."]
     return "\n".join(lines)
@@ -168,35 +180,44 @@ def main() -> int:
     args = parser.parse_args()
 
     from unetkit import runtime
+    from unetkit.model import device
 
     runtime.configure()  # as the CLI does, before anything is allocated
     import unetkit.nn.fused  # noqa: F401  (what the step needs, imported before the baseline)
     import unetkit.train.losses  # noqa: F401
 
-    torch_imported = rss_mib()  # before the probe below, which trains for a few steps in this process
-    from speed import machine, training_precision_here
+    torch_imported = rss_mib()  # before the probes below, which train for a few steps in this process
+    from speed import machine, training_layout_here, training_precision_here
 
     picked, reason = training_precision_here()
+    channels_last, layout_reason = training_layout_here(picked)
     precisions = [picked] + (["fp32"] if picked != "fp32" else [])
+    layouts = [channels_last, not channels_last]  # the trainer's choice first
     accounting = []
     for precision in precisions:
-        accounting.append(account(precision, torch_imported))
-        print(f"{precision}: floor {_floor_text(accounting[-1])}".replace("**", ""), file=sys.stderr, flush=True)
+        for layout in layouts:
+            accounting.append(account(precision, layout, torch_imported))
+            print(f"{precision}, {_layout(layout)}: floor {_floor_text(accounting[-1])}".replace("**", ""),
+                  file=sys.stderr, flush=True)
     measured = []
     for precision in precisions:
-        for malloc in ("tuned", "default"):
-            measured.append(measured_rss(precision, malloc, args.steps))
-            rss = measured[-1].get("peak_rss_mib")
-            print(f"{precision}, malloc {malloc}: peak RSS {'failed' if rss is None else f'{rss:.0f}'} MiB "
-                  f"({_meets(rss)})", file=sys.stderr, flush=True)
+        for layout in layouts:
+            for malloc in ("tuned", "default"):
+                measured.append(measured_rss(precision, layout, malloc, args.steps))
+                rss = measured[-1].get("peak_rss_mib")
+                print(f"{precision}, {_layout(layout)}, malloc {malloc}: peak RSS "
+                      f"{'failed' if rss is None else f'{rss:.0f}'} MiB ({_meets(rss)})", file=sys.stderr, flush=True)
     info = machine()
     record = {
-        "date": dt.date.today().isoformat(), "machine": "{cpu}, {cores} cores, torch {torch}".format(**info),
+        "date": dt.date.today().isoformat(),
+        "machine": f"{device.cpu_identity()}, {info['cores']} cores, torch {info['torch']}",
+        "generation": info.get("generation"),
         "batch": BATCH, "size": SIZE, "network": {"in_channels": BANDS, "num_classes": CLASSES, "base_channels": 64},
-        "picked": picked, "reason": reason, "steps": args.steps, "target_mib": TARGET_MIB,
-        "accounting": accounting, "measured": measured,
-        "verdicts": {f"floor {a['precision']}": _meets(a["floor_mib"]) for a in accounting}
-        | {f"peak RSS {m['precision']} malloc {m['malloc']}": _meets(m.get("peak_rss_mib")) for m in measured},
+        "picked": picked, "reason": reason, "layout": _layout(channels_last), "layout_reason": layout_reason,
+        "steps": args.steps, "target_mib": TARGET_MIB, "accounting": accounting, "measured": measured,
+        "verdicts": {f"floor {a['precision']} {a['layout']}": _meets(a["floor_mib"]) for a in accounting}
+        | {f"peak RSS {m['precision']} {m['layout']} malloc {m['malloc']}": _meets(m.get("peak_rss_mib"))
+           for m in measured},
     }
     print(json.dumps(record, indent=1))
     text = markdown(record)
