@@ -24,6 +24,7 @@ and the budget section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import subprocess
@@ -42,8 +43,10 @@ GENERATED = {"cells": dict(count=240, size=128), "scenes": dict(count=240, size=
 CONTENDERS = ("plan", "fixed", "basicunet")
 
 
-def child(contender: str, data: str, out: str, minutes: float, seed: int = 0) -> int:
-    """One run in this process; prints its result as the last line (JSON)."""
+def child(contender: str, data: str, out: str, minutes: float, seed: int = 0,
+          given: dict[str, Any] | None = None) -> int:
+    """One run in this process; prints its result as the last line (JSON). `given`: settings the plan
+    contender gets as flags (they win over the plan, as on the command line)."""
     import torch
 
     from unetkit import runtime
@@ -75,7 +78,7 @@ def child(contender: str, data: str, out: str, minutes: float, seed: int = 0) ->
         config = TrainConfig.from_dict({**base, "max_minutes": minutes})
         cls = Recorded
     else:
-        config = TrainConfig.from_dict({**base, "minutes": minutes})
+        config = TrainConfig.from_dict({**base, "minutes": minutes, **(given if contender == "plan" else {})})
         cls = Peer if contender == "basicunet" else Recorded
     trainer = cls(config.validate())
     started = time.monotonic()
@@ -123,15 +126,17 @@ def describe(m: dict[str, Any]) -> str:
     return f"{m['cpu']}{generation}, {m['cores']} cores ({', '.join(m['isa']) or 'no AVX2'})"
 
 
-def key(row: dict[str, Any]) -> tuple[str, float, str, int, str]:
+def key(row: dict[str, Any]) -> tuple[str, float, str, int, str, str]:
     """What makes a run the same run in two invocations (rows before seeds existed ran seed 0;
-    a row of another machine is another run)."""
-    return row["set"], row["minutes"], row["contender"], row.get("seed", 0), json.dumps(row.get("machine"),
-                                                                                         sort_keys=True)
+    a row of another machine, or with other given settings, is another run)."""
+    return (row["set"], row["minutes"], row["contender"], row.get("seed", 0),
+            json.dumps(row.get("machine"), sort_keys=True), json.dumps(row.get("given") or {}, sort_keys=True))
 
 
 def label(row: dict[str, Any]) -> str:
-    return row["contender"] + (f" (seed {row['seed']})" if row.get("seed", 0) else "")
+    given = ", ".join(f"--{k} {v}" for k, v in (row.get("given") or {}).items())
+    notes = [n for n in (given, f"seed {row['seed']}" if row.get("seed", 0) else "") if n]
+    return row["contender"] + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -175,19 +180,28 @@ def _row(r: dict[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", nargs="*", default=["isbi2012", *GENERATED])
-    parser.add_argument("--minutes", nargs="*", type=float, default=[5.0, 10.0, 20.0])
-    parser.add_argument("--contenders", nargs="*", default=list(CONTENDERS), choices=CONTENDERS)
+    parser.add_argument("--sets", nargs="*", default=["isbi2012", *GENERATED],
+                        help="data sets: isbi2012 (skipped where ../shared/datasets lacks it) and the generated "
+                             f"{', '.join(GENERATED)} (default: all)")
+    parser.add_argument("--minutes", nargs="*", type=float, default=[5.0, 10.0, 20.0],
+                        help="training budgets in minutes (default: 5 10 20)")
+    parser.add_argument("--contenders", nargs="*", default=list(CONTENDERS), choices=CONTENDERS,
+                        help="plan: train --minutes N; fixed: the fixed defaults with --max_minutes N; basicunet: "
+                             "MONAI BasicUNet with the plan's recipe (default: all three)")
+    parser.add_argument("--given", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="settings the plan contender gets as `unetkit train` flags, which win over the plan "
+                             "(e.g. base_channels=16); its rows say so and are other runs than the plain plan's")
     parser.add_argument("--seed", type=int, default=0, help="seed of every run (weights, crops, augmentation)")
-    parser.add_argument("--no-markdown", action="store_true")
+    parser.add_argument("--no-markdown", action="store_true", help="leave BENCHMARKS.md alone (results file only)")
     parser.add_argument("--no-merge", dest="merge", action="store_false",
                         help="replace the same day's results instead of adding to them")
     parser.add_argument("--into", type=Path, default=None,
                         help="the results file to add these runs to (default: results/budget-<today>.json)")
     parser.add_argument("--child", nargs=4, metavar=("CONTENDER", "DATA", "OUT", "MINUTES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    given = _given(parser, args.given)
     if args.child:
-        return child(args.child[0], args.child[1], args.child[2], float(args.child[3]), args.seed)
+        return child(args.child[0], args.child[1], args.child[2], float(args.child[3]), args.seed, given)
     if "basicunet" in args.contenders:
         try:
             import monai  # noqa: F401
@@ -208,9 +222,12 @@ def main() -> int:
                 for contender in args.contenders:
                     out = folder / f"{name}-{minutes:g}-{contender}"
                     done = subprocess.run([sys.executable, __file__, "--child", contender, str(data), str(out),
-                                           str(minutes), "--seed", str(args.seed)], capture_output=True, text=True)
+                                           str(minutes), "--seed", str(args.seed), "--given", *args.given],
+                                          capture_output=True, text=True)
                     row: dict[str, Any] = {"set": name, "minutes": minutes, "contender": contender,
                                            "seed": args.seed, "machine": here}
+                    if given and contender == "plan":
+                        row["given"] = given
                     if done.returncode:
                         tail = [line for line in done.stderr.strip().splitlines() if line.strip()]
                         row["error"] = tail[-1][:200] if tail else f"exit {done.returncode}"
@@ -247,6 +264,25 @@ def main() -> int:
 
         update_markdown("budget", text)
     return 0
+
+
+def _given(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs as TrainConfig settings (numbers and booleans as JSON reads them)."""
+    if not pairs:
+        return {}
+    from unetkit.train.config import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    given: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or name not in known:
+            parser.error(f"--given {pair}: write KEY=VALUE with a setting of `unetkit train` (e.g. base_channels=16)")
+        try:
+            given[name] = json.loads(text)
+        except json.JSONDecodeError:
+            given[name] = text
+    return given
 
 
 if __name__ == "__main__":
