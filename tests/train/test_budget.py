@@ -77,3 +77,13 @@ def test_an_epoch_after_which_nothing_fits_is_scored_as_the_last(disks, tmp_path
     assert len(rows) == 1 and rows[0]["val_dice"] is not None
     assert run.stopped.startswith("completed: the 0.2-minute plan")
     assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
+
+
+def test_the_deadline_lets_only_the_schedules_last_steps_finish():
+    from unetkit.train.trainer import past_deadline
+
+    budget, deadline = 600.0, 1000.0
+    assert not past_deadline(999.0, deadline, budget, step=10, total=1000)  # before it: go on
+    assert past_deadline(1001.0, deadline, budget, step=900, total=1000)  # 10 % of the steps left: stop
+    assert not past_deadline(1001.0, deadline, budget, step=990, total=1000)  # 1 % left: finish them
+    assert past_deadline(deadline + 0.03 * budget, deadline, budget, step=990, total=1000)  # but not 3 % late

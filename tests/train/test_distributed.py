@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from unetkit import load
+from unetkit.train.run_folder import read_run_info
 
 
 def free_port() -> int:
@@ -63,16 +64,19 @@ def test_two_processes_with_the_defaults_stay_close(disks, tmp_path):
         assert float(a["val_dice"]) == pytest.approx(float(b["val_dice"]), abs=0.05)
 
 
-def test_ranks_whose_clocks_disagree_still_validate_together(disks, tmp_path):
-    """With --minutes a validation is due by each process's own clock; the ranks must agree on
-    it (a validation's all_reduce on one rank against a training step's on the other hangs or
-    mixes tensors). Here rank 1 always finds one due and rank 0 never does."""
+def test_ranks_whose_clocks_disagree_still_validate_and_stop_together(disks, tmp_path):
+    """With --minutes a validation, and the deadline, are due by each process's own clock; the ranks
+    must agree on both (a validation's all_reduce on one rank against a training step's on the
+    other, or a step on one rank that has left the loop on the other, hangs or mixes tensors).
+    Here rank 1 always finds a validation due and finds the deadline past after step 10, in the
+    middle of an epoch; rank 0 never does either."""
     script = tmp_path / "disagree.py"
     script.write_text(
         "import sys\n"
         "from unetkit.cli import main\n"
         "from unetkit.train.trainer import Trainer\n"
         "Trainer._check_due = lambda self, epoch, now: self.rank == 1\n"
+        "Trainer._out_of_time = lambda self, now, started, step: self.rank == 1 and step >= 10\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     out = tmp_path / "run"
@@ -86,3 +90,4 @@ def test_ranks_whose_clocks_disagree_still_validate_together(disks, tmp_path):
     with open(out / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) > 2 and all(row["val_dice"] for row in rows)  # rank 1's clock wins: every epoch scored
+    assert rows[-1]["step"] == "10" and "time budget" in read_run_info(out)["stopped"]  # and both stopped there

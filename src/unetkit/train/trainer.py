@@ -49,6 +49,10 @@ from unetkit.train.losses import SegmentationLoss, unet_weight_map
 
 OnEpoch = Callable[[Path], None]  # called with the run folder after each epoch's files are written
 PLAN_FILE = "plan.json"
+# At a time budget's deadline, a run within this share of its planned steps of the schedule's end
+# finishes them (for at most this share of the budget in overtime): a busy machine's late seconds
+# would otherwise cut the poly decay just before the learning rate reaches zero.
+TAIL_SHARE = 0.02
 # What the planner chooses (a flag the user gives for one of these wins over the plan).
 PLANNED = ("depth", "patch_size", "batch_size", "precision", "base_channels", "channels_last", "steps_per_epoch",
            "epochs", "schedule", "warmup_steps", "optimizer", "lr", "flips", "augment", "class_weights")
@@ -382,7 +386,7 @@ class Trainer:
         epoch, trained_steps, trained_seconds = start_epoch, 0, 0.0
         while step < self.total_steps:
             limit = min(self.steps_per_epoch, self.total_steps - step)
-            train_loss, images, seconds, out_of_time, steps = self._train_epoch(epoch, started, limit)
+            train_loss, images, seconds, out_of_time, steps = self._train_epoch(epoch, started, limit, step)
             step, trained_steps, trained_seconds = step + steps, trained_steps + steps, trained_seconds + seconds
             row: dict[str, Any] = {
                 "epoch": epoch + 1,
@@ -472,6 +476,23 @@ class Trainer:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
+    def _out_of_time(self, now: float, started: float, step: int) -> bool:
+        """Stop training after this step? --max_minutes is a hard limit; a --minutes deadline lets a
+        run that is `TAIL_SHARE` of its steps from the schedule's end finish them."""
+        c = self.config
+        if c.max_minutes and now - started > c.max_minutes * 60:
+            return True
+        return self.deadline is not None and past_deadline(now, self.deadline, self.budget, step, self.total_steps)
+
+    def _on_any_rank(self, flag: bool) -> bool:
+        """True on every process when it is on one: a stop read from each process's own clock must be
+        agreed after every step, or one rank's next step would wait on a rank that has left the loop."""
+        if self.world == 1 or not (self.deadline or self.config.max_minutes):
+            return flag
+        agreed = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+        return bool(agreed.item())
+
     def _check_cost(self) -> float:
         """Seconds of one validation with its checkpoints: measured (the first one, which builds
         the inference engine, left out once there are others), else the plan's estimate."""
@@ -530,8 +551,10 @@ class Trainer:
             "torch": torch.__version__,
         }
 
-    def _train_epoch(self, epoch: int, started: float, limit: int) -> tuple[float, int, float, bool, int]:
-        """Up to `limit` steps of epoch `epoch`: (mean loss, images, seconds, out of time, steps)."""
+    def _train_epoch(self, epoch: int, started: float, limit: int, first_step: int = 0
+                     ) -> tuple[float, int, float, bool, int]:
+        """Up to `limit` steps of epoch `epoch`, the run's steps from `first_step` on: (mean loss,
+        images, seconds, out of time, steps)."""
         c = self.config
         self.network.train()
         self.sampler.set_epoch(epoch)
@@ -578,8 +601,7 @@ class Trainer:
                 elapsed = time.monotonic() - t0
                 bar.set_postfix(loss=f"{total_loss / images:.4f}", img_s=f"{images * self.world / elapsed:.1f}")
                 bar.update(1)
-            now = time.monotonic()
-            if (c.max_minutes and now - started > c.max_minutes * 60) or (self.deadline and now > self.deadline):
+            if self._on_any_rank(self._out_of_time(time.monotonic(), started, first_step + steps)):
                 out_of_time = True
                 break
         if bar is not None:
@@ -588,9 +610,6 @@ class Trainer:
         if self.world > 1:  # on the process group's device: NCCL reduces CUDA tensors only
             sums = sums.to(self.device)
             dist.all_reduce(sums)
-            flag = torch.tensor([float(out_of_time)], device=self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # one process out of time stops them all
-            out_of_time = bool(flag.item())
         return float(sums[0] / sums[1].clamp_min(1)), int(sums[1]), time.monotonic() - t0, out_of_time, steps
 
     def validate(self) -> dict[str, Any]:
@@ -657,6 +676,15 @@ class _Refused:
     """A one-sentence refusal made on rank 0, sent to the other processes."""
 
     message: str
+
+
+def past_deadline(now: float, deadline: float, budget: float, step: int, total: int) -> bool:
+    """Has a time budget run out after `step` of `total` planned steps? At the deadline, unless the
+    schedule's end is `TAIL_SHARE` of the steps away and the overtime under `TAIL_SHARE` of the budget."""
+    if now <= deadline:
+        return False
+    near_end = total - step <= TAIL_SHARE * total
+    return not (near_end and now - deadline <= TAIL_SHARE * budget)
 
 
 def _schedule(kind: str, warmup: int, total: Callable[[], int]):
