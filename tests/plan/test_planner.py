@@ -74,6 +74,19 @@ def test_width_follows_what_the_budget_can_train(machine):
     assert f"at least {planner.MIN_STEPS:,} steps" in choice(long, "base_channels").reason
 
 
+def test_a_wider_network_is_taken_where_it_comes_nearly_free_or_still_gets_many_steps():
+    # narrow widths bound by memory traffic (16 costs 1.5x a step of 8), wide ones by the work (3x, 3.5x)
+    seconds = {8: 0.1, 16: 0.15, 32: 0.45, 64: 1.575}
+    base, why = planner.width_to_train(seconds, 180.0)  # base 16 gets 1,200 steps, nearly free: taken
+    assert base == 16 and "base 32: 400 steps" in why
+    base, why = planner.width_to_train(seconds, 900.0)  # base 32 would get 2,000 steps at 3x the cost: not taken
+    assert base == 16 and "base 32: 3.00x a step, 2,000 steps" in why
+    base, why = planner.width_to_train(seconds, 0.45 * planner.MANY_STEPS)  # enough steps to be worth its cost
+    assert base == 32 and "base 64: 857 steps" in why
+    base, why = planner.width_to_train(seconds, 50.0)
+    assert base == 8 and why == "even the narrowest gets only 500 steps"
+
+
 def test_a_gpu_gets_a_larger_recipe(machine):
     cpu = planner.make_plan(fingerprint(size=(1024, 1024)), 10, torch.device("cpu"))
     gpu = planner.make_plan(fingerprint(size=(1024, 1024)), 10, torch.device("cuda"))

@@ -12,9 +12,11 @@ Each rule follows a property of the data or a measurement, never one data set's 
 - layout: measured per width (`probe.layout_choice`: NCHW or the fused channels-last network,
   whichever trains that width faster here), so that the width is chosen with the cost of the
   layout it will train in;
-- width: the widest network (base 8 to 64) that still gets MIN_STEPS optimisation steps in the
-  time, from measured step times (the network's, and reading and augmenting the batch where
-  the training process does it): a larger network only where it will be trained enough;
+- width: from measured step times (the network's, and reading and augmenting the batch where
+  the training process does it), base 8 widened to 16, 32, 64 while the wider network still
+  gets MIN_STEPS optimisation steps in the time and either comes nearly free (a step under
+  WIDENING_COST times the narrower one's) or still gets MANY_STEPS: a larger network only
+  where it will be trained enough for what it costs;
 - steps: what the budget holds once validation (about a tenth) and checkpoints are paid,
   with the poly schedule planned to end exactly there (the trainer re-estimates as it goes);
 - augmentation: mirrors only for images with an up (classes at fixed heights), every flip and
@@ -40,6 +42,14 @@ from unetkit.plan.probe import LAYOUTS, layout_choice, step_cost, training_preci
 # budget benchmark a network twice as wide at full resolution with 1,300-1,500 steps scored
 # above the narrower one with 2,000-2,300 on every set, so the floor sits below that.
 MIN_STEPS = 1000
+# Doubling the width quadruples a convolution's work. Where a step of the wider network costs
+# under WIDENING_COST times the narrower one's, the narrow network was bound by memory traffic
+# and the width comes nearly free; where it costs about what the work says, the steps it takes
+# away matter more than the width, until the wider network still gets MANY_STEPS. In the budget
+# benchmark (BENCHMARKS.md) the wider network won at about twice the cost and lost at about
+# three times with under 2,000 steps.
+WIDENING_COST = 2.25
+MANY_STEPS = 3 * MIN_STEPS
 WIDTHS = (8, 16, 32, 64)
 VALIDATION_SHARE = 0.1  # of the budget, at most, spent validating
 VALIDATIONS = (4, 25)  # how many validations a run gets (each one also writes the checkpoints)
@@ -176,14 +186,11 @@ def make_plan(found: Fingerprint, minutes: float, device: torch.device, given: d
         seconds, channels_last, why_layout = network_cost(base)
         network_seconds[base], layouts[base] = seconds, (channels_last, why_layout)
         measured[base] = with_loading(network_seconds[base])
-        if train_seconds / measured[base] < MIN_STEPS:
-            break
-    fitting = [b for b, s in measured.items() if train_seconds / s >= MIN_STEPS]
-    base = max(fitting) if fitting else min(measured)
+        if width_to_train(measured, train_seconds)[0] != base:
+            break  # not taken: a wider one, dearer still and with fewer steps, would not be either
+    base, why_width = width_to_train(measured, train_seconds)
     of_which = (f", {loading:.3f} s of it loading the batch" if loading and workers <= 0 else "")
-    reason = (f"the widest network that gets at least {MIN_STEPS:,} steps in the time "
-              f"({train_seconds / measured[base]:,.0f} steps of {measured[base]:.3f} s{of_which})" if fitting
-              else f"even the narrowest gets only {train_seconds / measured[base]:,.0f} steps in the time")
+    reason = f"{why_width}; it gets {train_seconds / measured[base]:,.0f} steps of {measured[base]:.3f} s{of_which}"
     base = choose("base_channels", base, reason)
     channels_last, why_layout = layouts[base]
     choose("channels_last", channels_last,
@@ -221,6 +228,28 @@ def make_plan(found: Fingerprint, minutes: float, device: torch.device, given: d
                 {"precision": precision, "step_seconds": measured})
 
 
+def width_to_train(seconds: dict[int, float], train_seconds: float) -> tuple[int, str]:
+    """Of the widths measured (`seconds`: a training step's cost per base width), the one to
+    train for `train_seconds`, and why: the narrowest, widened while the wider network gets at
+    least MIN_STEPS steps and either costs under WIDENING_COST times a step of the one it widens
+    or still gets MANY_STEPS."""
+    widths = sorted(seconds)
+    steps = {width: train_seconds / cost for width, cost in seconds.items()}
+    base = widths[0]
+    if steps[base] < MIN_STEPS:
+        return base, f"even the narrowest gets only {steps[base]:,.0f} steps"
+    rule = (f"base {widths[0]} widened while the wider network gets at least {MIN_STEPS:,} steps in the time "
+            f"and costs under {WIDENING_COST:g}x a step of the narrower one, or gets {MANY_STEPS:,}")
+    for wider in widths[1:]:
+        dearer = seconds[wider] / seconds[base]
+        if steps[wider] < MIN_STEPS:
+            return base, f"{rule} (base {wider}: {steps[wider]:,.0f} steps)"
+        if dearer >= WIDENING_COST and steps[wider] < MANY_STEPS:
+            return base, f"{rule} (base {wider}: {dearer:.2f}x a step, {steps[wider]:,.0f} steps)"
+        base = wider
+    return base, f"{rule} (the widest candidate)"
+
+
 def _validations(found: Fingerprint, patch: int, batch: int, step_seconds: float, budget: float) -> tuple[int, float]:
     """How many validations fit a tenth of the budget, and the estimate of one with its
     checkpoints: the predictor's tiles (twice the patch, half overlapping: about twice the
@@ -239,4 +268,4 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-__all__ = ["Choice", "MIN_STEPS", "Plan", "make_plan"]
+__all__ = ["Choice", "MANY_STEPS", "MIN_STEPS", "Plan", "WIDENING_COST", "make_plan", "width_to_train"]
