@@ -396,7 +396,7 @@ class Trainer:
                 "seconds": round(seconds, 3),
                 "images_per_s": round(images / max(seconds, 1e-9), 3),
             }
-            due = self._agreed(self._check_due(epoch, time.monotonic()))
+            due = self._on_any_rank(self._check_due(epoch, time.monotonic()), by_clock=bool(self.budget))
             if self.budget and step < self.total_steps and not out_of_time:
                 # before deciding to validate: when no more steps fit, this epoch is the last and
                 # must be scored (the replan keeps that validation's cost in hand)
@@ -466,16 +466,6 @@ class Trainer:
             return (epoch + 1) % self.config.val_every == 0
         return now - self.last_check >= self.check_interval
 
-    def _agreed(self, due: bool) -> bool:
-        """A validation due on any process is due on all: with a time budget each process reads its
-        own clock, and ranks that disagree would pair a validation's collectives with a training
-        step's (a hang)."""
-        if self.world == 1 or not self.budget:
-            return due
-        flag = torch.tensor([float(due)], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
-
     def _out_of_time(self, now: float, started: float, step: int) -> bool:
         """Stop training after this step? --max_minutes is a hard limit; a --minutes deadline lets a
         run that is `TAIL_SHARE` of its steps from the schedule's end finish them."""
@@ -484,10 +474,12 @@ class Trainer:
             return True
         return self.deadline is not None and past_deadline(now, self.deadline, self.budget, step, self.total_steps)
 
-    def _on_any_rank(self, flag: bool) -> bool:
-        """True on every process when it is on one: a stop read from each process's own clock must be
-        agreed after every step, or one rank's next step would wait on a rank that has left the loop."""
-        if self.world == 1 or not (self.deadline or self.config.max_minutes):
+    def _on_any_rank(self, flag: bool, by_clock: bool) -> bool:
+        """True on every process when it is on one. A decision read from each process's own clock
+        (`by_clock`: a validation due with a time budget, a stop at a deadline) must be agreed, or
+        ranks that disagree pair a validation's collectives with a training step's, or one rank's
+        next step waits on a rank that has left the loop (a hang)."""
+        if self.world == 1 or not by_clock:
             return flag
         agreed = torch.tensor([float(flag)], device=self.device)
         dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
@@ -601,7 +593,8 @@ class Trainer:
                 elapsed = time.monotonic() - t0
                 bar.set_postfix(loss=f"{total_loss / images:.4f}", img_s=f"{images * self.world / elapsed:.1f}")
                 bar.update(1)
-            if self._on_any_rank(self._out_of_time(time.monotonic(), started, first_step + steps)):
+            if self._on_any_rank(self._out_of_time(time.monotonic(), started, first_step + steps),
+                                 by_clock=bool(self.deadline or c.max_minutes)):
                 out_of_time = True
                 break
         if bar is not None:
