@@ -285,10 +285,10 @@ class Runner:
         with self.autocast("train"):
             logits = net(x)
         loss = self.loss(logits, self.target)
-        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.train_model.parameters(), TRAIN_GRAD_CLIP)
         self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)  # as the trainer: gradients freed after the step
         return loss.item()
 
     def unit(self, phase: str) -> float:
@@ -769,11 +769,11 @@ def measure_loader(data: Path | None, batches: int) -> dict[str, Any]:
             with contextlib.nullcontext() if precision == "fp32" else torch.autocast("cpu", dtype=torch.bfloat16):
                 logits = network(x)
             loss = loss_fn(logits, batch["mask"])
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if c.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
             optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
             step_times.append(time.perf_counter() - start)
         model_ips = kept[0]["image"].shape[0] / statistics.median(step_times[2:])
     return {"data": source, "workers": workers, "batch_size": c.batch_size, "patch_size": c.patch_size,

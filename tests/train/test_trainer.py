@@ -163,3 +163,21 @@ def test_the_layout_the_probe_measures_faster_is_the_one_trained_and_a_flag_wins
     assert "channels_last: false" in (tmp_path / "nchw" / "config.yaml").read_text()
     train(data=str(disks), out=str(tmp_path / "asked"), **{**tiny, "channels_last": True})
     assert len(built) == 1 and built[0].encoder[0].conv.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_gradients_are_freed_as_soon_as_the_optimizer_has_stepped(disks, tmp_path, tiny, monkeypatch):
+    """Kept until the next backward pass, they would sit beside the next forward pass's stored
+    activations (and through validation): a whole fp32 copy of the parameters at the step's peak."""
+    from unetkit.train.trainer import Trainer
+
+    kept: list[int] = []
+    original = Trainer._train_epoch
+
+    def epoch_then_look(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        kept.append(sum(p.grad is not None for p in self.model.parameters()))
+        return result
+
+    monkeypatch.setattr(Trainer, "_train_epoch", epoch_then_look)
+    train(data=str(disks), out=str(tmp_path / "run"), **tiny)
+    assert kept == [0, 0]  # two epochs, each ending with no gradient held

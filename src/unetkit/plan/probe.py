@@ -177,9 +177,9 @@ def _time_steps(options: UNetOptions, patch: int, batch: int, precisions: list[s
             with _autocast(device, precision):
                 logits = network(x)
             value = loss(logits, y)
-            optimizer.zero_grad(set_to_none=True)
             value.backward()
             optimizer.step()
+            optimizer.zero_grad(set_to_none=True)  # as the trainer: gradients freed after the step
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             return time.perf_counter() - start

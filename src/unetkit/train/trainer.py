@@ -569,7 +569,6 @@ class Trainer:
                 with autocast(self.device, self.precision):
                     logits = self.network(x)
                 loss = self.loss(logits, y, weights)
-                self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
             except torch.OutOfMemoryError:
                 raise UnetkitError(
@@ -585,6 +584,10 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            # Free the gradients now, not before the next backward pass: kept, they would sit
+            # beside the next forward pass's stored activations (and through validation),
+            # adding a whole fp32 copy of the parameters to the step's peak memory.
+            self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             total_loss += loss.item() * x.shape[0]
             images += x.shape[0]
