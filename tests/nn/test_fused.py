@@ -208,3 +208,25 @@ def test_recomputing_in_bf16_is_as_close_to_float32_as_the_plain_network_in_bf16
             ours_error = (a - reference).norm() / reference.norm()
             plain_error = (b - reference).norm() / reference.norm()
             assert ours_error <= 2 * plain_error + 0.01, (name, float(ours_error), float(plain_error))
+
+
+def test_recomputing_stores_only_the_convolution_outputs_at_full_resolution():
+    """Saved for the backward pass at the top level: the encoder's two convolution outputs and
+    the decoder's two, nothing else (no activations, no up-sampled map, no concatenation)."""
+    torch.manual_seed(10)
+    model = UNet(in_channels=2, num_classes=3, depth=2, base_channels=4).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 2, 32, 32).contiguous(memory_format=torch.channels_last)
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, tuple[int, ...]] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        pointer = t.untyped_storage().data_ptr()
+        if t.dim() == 4 and tuple(t.shape[-2:]) == (32, 32) and pointer not in parameters and t is not x:
+            saved[pointer] = tuple(t.shape)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fused.training_network(model.train())(x)
+    assert sorted(saved.values()) == [(2, 4, 32, 32)] * 4, saved
+    out.square().mean().backward()  # and the step still runs through what was kept
+    assert all(p.grad is not None for p in model.parameters())

@@ -18,7 +18,8 @@ against the plain `UNet.forward`. The predictor and the trainer switch them on e
   memory pass instead of a stored activation; the skip concatenation is never built (the
   decoder's first convolution is a sum of one over the skip and one over the up-sampled
   map), and each 2x2 stride-2 transposed convolution runs as a 1x1 convolution to
-  4 x C channels whose output is scattered into place. About half the activation memory
+  4 x C channels whose output is scattered into place and, like the batch norm + ReLU,
+  recomputed in the backward pass rather than stored. Less than half the activation memory
   of the plain network, the same gradients. Other networks get the transposed conv written
   straight into the concatenation (`ShuffleConcat`), or run as written.
 
@@ -401,11 +402,17 @@ def _renormalise(c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean
     return r.relu_()
 
 
-def _norm_backward(grad_r: torch.Tensor, r: torch.Tensor, c: torch.Tensor, weight: torch.Tensor,
-                   mean: torch.Tensor, invstd: torch.Tensor, eps: float) -> tuple[torch.Tensor, ...]:
-    """Through the ReLU and the training-mode batch norm: (dc, dweight, dbias). Linear in
-    grad_r, so each consumer of one normalised map can add its own share."""
-    grad = torch.ops.aten.threshold_backward(grad_r, r, 0)
+def _relu_backward_(grad_r: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """The ReLU's gradient, masked into `grad_r` in place (the caller's own fresh tensor): a
+    step's largest maps are not held twice at its peak, and the caller can free `r` before
+    the batch norm's backward pass allocates its own output."""
+    return torch.ops.aten.threshold_backward.grad_input(grad_r, r, 0, grad_input=grad_r)
+
+
+def _norm_backward(grad: torch.Tensor, c: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor,
+                   invstd: torch.Tensor, eps: float) -> tuple[torch.Tensor, ...]:
+    """Through the training-mode batch norm, from the gradient after the ReLU: (dc, dweight,
+    dbias). Linear in grad, so each consumer of one normalised map can add its own share."""
     return torch.ops.aten.native_batch_norm_backward(grad, c, weight, None, None, mean, invstd, True, eps,
                                                      [True, True, True])
 
@@ -435,16 +442,70 @@ class NormReluConv(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):  # type: ignore[override]
         c, weight, bias, mean, invstd, conv_weight = ctx.saved_tensors
-        r = _renormalise(c, weight, bias, mean, invstd, ctx.eps).to(ctx.dtype)
+        r = _renormalise(c, weight, bias, mean, invstd, ctx.eps)
         w = conv_weight.to(ctx.dtype)
         grad_r, grad_w, grad_b = torch.ops.aten.convolution_backward(
-            grad_y.to(ctx.dtype).contiguous(memory_format=torch.channels_last), r, w,
+            grad_y.to(ctx.dtype).contiguous(memory_format=torch.channels_last), r.to(ctx.dtype), w,
             [w.shape[0]] if ctx.has_bias else None, [1, 1], [ctx.padding] * 2, [1, 1], False, [0, 0], 1,
             [True, True, ctx.has_bias])
-        grad_c, grad_weight, grad_bias = _norm_backward(grad_r.to(c.dtype), r.to(c.dtype), c, weight, mean, invstd,
-                                                        ctx.eps)
+        del w
+        grad = _relu_backward_(grad_r.to(c.dtype), r)
+        del r, grad_r
+        grad_c, grad_weight, grad_bias = _norm_backward(grad, c, weight, mean, invstd, ctx.eps)
         return (grad_c, None, grad_weight, grad_bias, None, None, None, grad_w.to(conv_weight.dtype),
                 grad_b.to(conv_weight.dtype) if ctx.has_bias else None, None)
+
+
+class NormReluUpConv(torch.autograd.Function):
+    """conv3x3(scatter(conv1x1(relu(batch_norm(c))))): a decoder level's transposed conv (as
+    the 1x1 convolution of `transposed_as_1x1`) and its first convolution's share over the
+    up-sampled map. Only c and the statistics are saved: the up-sampled map, as large as the
+    skip, is recomputed in the backward pass (a 1x1 convolution, a fraction of the 3x3's work)
+    instead of being stored. `r` is the activation when the caller has it (not kept)."""
+
+    @staticmethod
+    def forward(ctx, c, r, weight, bias, mean, invstd, eps, up_weight, up_bias, conv_weight):  # type: ignore[override]
+        dtype = _compute_dtype(c)
+        with torch.autocast("cpu", enabled=False):
+            if r is None:
+                r = _renormalise(c, weight, bias, mean, invstd, eps)
+            up = NormReluUpConv._up(r.to(dtype), up_weight.to(dtype), up_bias.to(dtype))
+            y = F.conv2d(up, conv_weight.to(dtype), None, padding=1)
+        ctx.save_for_backward(c, weight, bias, mean, invstd, up_weight, up_bias, conv_weight)
+        ctx.eps, ctx.dtype = eps, dtype
+        return y
+
+    @staticmethod
+    def _up(r: torch.Tensor, up_weight: torch.Tensor, up_bias: torch.Tensor) -> torch.Tensor:
+        z = F.conv2d(r, up_weight, up_bias).contiguous(memory_format=torch.channels_last)
+        n, c4, h, w = z.shape
+        up = torch.empty(n, c4 // 4, 2 * h, 2 * w, dtype=z.dtype, memory_format=torch.channels_last)
+        _up_view(up, 0, h, w).copy_(_blocks_view(z))
+        return up
+
+    @staticmethod
+    def backward(ctx, grad_y):  # type: ignore[override]
+        c, weight, bias, mean, invstd, up_weight, up_bias, conv_weight = ctx.saved_tensors
+        dtype = ctx.dtype
+        r = _renormalise(c, weight, bias, mean, invstd, ctx.eps)
+        w1, w3 = up_weight.to(dtype), conv_weight.to(dtype)
+        up = NormReluUpConv._up(r.to(dtype), w1, up_bias.to(dtype))
+        grad_up, grad_w3, _ = torch.ops.aten.convolution_backward(
+            grad_y.to(dtype).contiguous(memory_format=torch.channels_last), up, w3, None, [1, 1], [1, 1], [1, 1],
+            False, [0, 0], 1, [True, True, False])
+        del up, w3
+        n, ch, hh, ww = grad_up.shape
+        grad_z = torch.empty(n, 4 * ch, hh // 2, ww // 2, dtype=grad_up.dtype, memory_format=torch.channels_last)
+        _blocks_view(grad_z).copy_(_up_view(grad_up, 0, hh // 2, ww // 2))
+        del grad_up
+        grad_r, grad_w1, grad_b1 = torch.ops.aten.convolution_backward(
+            grad_z, r.to(dtype), w1, [w1.shape[0]], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, True, True])
+        del grad_z, w1
+        grad = _relu_backward_(grad_r.to(c.dtype), r)
+        del r, grad_r
+        grad_c, grad_weight, grad_bias = _norm_backward(grad, c, weight, mean, invstd, ctx.eps)
+        return (grad_c, None, grad_weight, grad_bias, None, None, None, grad_w1.to(up_weight.dtype),
+                grad_b1.to(up_bias.dtype), grad_w3.to(conv_weight.dtype))
 
 
 class NormReluPool(torch.autograd.Function):
@@ -466,26 +527,11 @@ class NormReluPool(torch.autograd.Function):
         grad_r = torch.ops.aten.max_pool2d_with_indices_backward(
             grad_pooled.to(r.dtype).contiguous(memory_format=torch.channels_last), r, [2, 2], [2, 2], [0, 0],
             [1, 1], False, indices)
-        grad_c, grad_weight, grad_bias = _norm_backward(grad_r, r, c, weight, mean, invstd, ctx.eps)
+        del indices
+        grad = _relu_backward_(grad_r, r)
+        del r, grad_r
+        grad_c, grad_weight, grad_bias = _norm_backward(grad, c, weight, mean, invstd, ctx.eps)
         return grad_c, None, grad_weight, grad_bias, None, None, None
-
-
-class ScatterUp(torch.autograd.Function):
-    """The 1x1 convolution's 4 x C channels z, scattered to the (N, C, 2h, 2w) up-sampled map."""
-
-    @staticmethod
-    def forward(ctx, z):  # type: ignore[override]
-        n, c4, h, w = z.shape
-        up = torch.empty(n, c4 // 4, 2 * h, 2 * w, dtype=z.dtype, memory_format=torch.channels_last)
-        _up_view(up, 0, h, w).copy_(_blocks_view(z.contiguous(memory_format=torch.channels_last)))
-        return up
-
-    @staticmethod
-    def backward(ctx, grad_up):  # type: ignore[override]
-        n, c, hh, ww = grad_up.shape
-        grad_z = torch.empty(n, 4 * c, hh // 2, ww // 2, dtype=grad_up.dtype, memory_format=torch.channels_last)
-        _blocks_view(grad_z).copy_(_up_view(grad_up, 0, hh // 2, ww // 2))
-        return grad_z
 
 
 def _norm_relu_conv(c: torch.Tensor, stats: _Stats, conv: nn.Module | tuple[torch.Tensor, torch.Tensor | None],
@@ -522,15 +568,14 @@ def _recompute_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     del r1
     r, stats = _normalise(c, block.norm2)
     for level, (skip, skip_stats) in zip(model.decoder, reversed(skips)):
-        z = _norm_relu_conv(c, stats, transposed_as_1x1(level.up.up), 0, r)
-        up = ScatterUp.apply(z)
-        del z, r
         block = level.conv
-        c_skip = block.conv1.weight.shape[1] - up.shape[1]
+        c_skip = skip.shape[1]
         w_skip = block.conv1.weight[:, :c_skip].contiguous(memory_format=torch.channels_last)
         w_up = block.conv1.weight[:, c_skip:].contiguous(memory_format=torch.channels_last)
-        c1 = _norm_relu_conv(skip, skip_stats, (w_skip, None), 1) + F.conv2d(up, w_up, padding=1)
-        del up
+        up_weight, up_bias = transposed_as_1x1(level.up.up)
+        c1 = _norm_relu_conv(skip, skip_stats, (w_skip, None), 1) + NormReluUpConv.apply(
+            c, r, stats.weight, stats.bias, stats.mean, stats.invstd, stats.eps, up_weight, up_bias, w_up)
+        del r
         r1, stats1 = _normalise(c1, block.norm1)
         c = _norm_relu_conv(c1, stats1, block.conv2, 1, r1)
         del r1
