@@ -433,7 +433,7 @@ class NormReluConv(torch.autograd.Function):
         with torch.autocast("cpu", enabled=False):
             if r is None:
                 r = _renormalise(c, weight, bias, mean, invstd, eps)
-            w = conv_weight.to(dtype)
+            w = conv_weight.to(dtype, memory_format=torch.channels_last)  # may be a view
             y = F.conv2d(r.to(dtype), w, None if conv_bias is None else conv_bias.to(dtype), padding=padding)
         ctx.save_for_backward(c, weight, bias, mean, invstd, conv_weight)
         ctx.eps, ctx.padding, ctx.dtype, ctx.has_bias = eps, padding, dtype, conv_bias is not None
@@ -443,7 +443,7 @@ class NormReluConv(torch.autograd.Function):
     def backward(ctx, grad_y):  # type: ignore[override]
         c, weight, bias, mean, invstd, conv_weight = ctx.saved_tensors
         r = _renormalise(c, weight, bias, mean, invstd, ctx.eps)
-        w = conv_weight.to(ctx.dtype)
+        w = conv_weight.to(ctx.dtype, memory_format=torch.channels_last)
         grad_r, grad_w, grad_b = torch.ops.aten.convolution_backward(
             grad_y.to(ctx.dtype).contiguous(memory_format=torch.channels_last), r.to(ctx.dtype), w,
             [w.shape[0]] if ctx.has_bias else None, [1, 1], [ctx.padding] * 2, [1, 1], False, [0, 0], 1,
@@ -457,11 +457,13 @@ class NormReluConv(torch.autograd.Function):
 
 
 class NormReluUpConv(torch.autograd.Function):
-    """conv3x3(scatter(conv1x1(relu(batch_norm(c))))): a decoder level's transposed conv (as
-    the 1x1 convolution of `transposed_as_1x1`) and its first convolution's share over the
-    up-sampled map. Only c and the statistics are saved: the up-sampled map, as large as the
-    skip, is recomputed in the backward pass (a 1x1 convolution, a fraction of the 3x3's work)
-    instead of being stored. `r` is the activation when the caller has it (not kept)."""
+    """conv3x3(scatter(conv1x1(relu(batch_norm(c))))): a decoder level's transposed conv (run
+    as the 1x1 convolution of `transposed_as_1x1`) and its first convolution's share over the
+    up-sampled map. Only c, the statistics and the parameters themselves are saved (no weight
+    copies: `conv_weight` may be a view of the decoder convolution's weight): the up-sampled
+    map, as large as the skip, is recomputed in the backward pass (a 1x1 convolution, a
+    fraction of the 3x3's work) instead of being stored. `r` is the activation when the
+    caller has it (not kept)."""
 
     @staticmethod
     def forward(ctx, c, r, weight, bias, mean, invstd, eps, up_weight, up_bias, conv_weight):  # type: ignore[override]
@@ -469,15 +471,25 @@ class NormReluUpConv(torch.autograd.Function):
         with torch.autocast("cpu", enabled=False):
             if r is None:
                 r = _renormalise(c, weight, bias, mean, invstd, eps)
-            up = NormReluUpConv._up(r.to(dtype), up_weight.to(dtype), up_bias.to(dtype))
-            y = F.conv2d(up, conv_weight.to(dtype), None, padding=1)
+            w1, b1 = NormReluUpConv._as_1x1(up_weight, up_bias, dtype)
+            up = NormReluUpConv._up(r.to(dtype), w1, b1)
+            y = F.conv2d(up, conv_weight.to(dtype, memory_format=torch.channels_last), None, padding=1)
         ctx.save_for_backward(c, weight, bias, mean, invstd, up_weight, up_bias, conv_weight)
         ctx.eps, ctx.dtype = eps, dtype
         return y
 
     @staticmethod
-    def _up(r: torch.Tensor, up_weight: torch.Tensor, up_bias: torch.Tensor) -> torch.Tensor:
-        z = F.conv2d(r, up_weight, up_bias).contiguous(memory_format=torch.channels_last)
+    def _as_1x1(up_weight: torch.Tensor, up_bias: torch.Tensor | None,
+                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """`transposed_as_1x1`'s weight and bias, made in `dtype` from the parameters (not saved)."""
+        c_in, c_out = up_weight.shape[:2]
+        w1 = up_weight.to(dtype).permute(2, 3, 1, 0).reshape(4 * c_out, c_in, 1, 1)
+        b1 = up_bias.to(dtype).repeat(4) if up_bias is not None else w1.new_zeros(4 * c_out)
+        return w1.contiguous(memory_format=torch.channels_last), b1
+
+    @staticmethod
+    def _up(r: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
+        z = F.conv2d(r, w1, b1).contiguous(memory_format=torch.channels_last)
         n, c4, h, w = z.shape
         up = torch.empty(n, c4 // 4, 2 * h, 2 * w, dtype=z.dtype, memory_format=torch.channels_last)
         _up_view(up, 0, h, w).copy_(_blocks_view(z))
@@ -488,8 +500,9 @@ class NormReluUpConv(torch.autograd.Function):
         c, weight, bias, mean, invstd, up_weight, up_bias, conv_weight = ctx.saved_tensors
         dtype = ctx.dtype
         r = _renormalise(c, weight, bias, mean, invstd, ctx.eps)
-        w1, w3 = up_weight.to(dtype), conv_weight.to(dtype)
-        up = NormReluUpConv._up(r.to(dtype), w1, up_bias.to(dtype))
+        w1, b1 = NormReluUpConv._as_1x1(up_weight, up_bias, dtype)
+        w3 = conv_weight.to(dtype, memory_format=torch.channels_last)
+        up = NormReluUpConv._up(r.to(dtype), w1, b1)
         grad_up, grad_w3, _ = torch.ops.aten.convolution_backward(
             grad_y.to(dtype).contiguous(memory_format=torch.channels_last), up, w3, None, [1, 1], [1, 1], [1, 1],
             False, [0, 0], 1, [True, True, False])
@@ -504,8 +517,11 @@ class NormReluUpConv(torch.autograd.Function):
         grad = _relu_backward_(grad_r.to(c.dtype), r)
         del r, grad_r
         grad_c, grad_weight, grad_bias = _norm_backward(grad, c, weight, mean, invstd, ctx.eps)
-        return (grad_c, None, grad_weight, grad_bias, None, None, None, grad_w1.to(up_weight.dtype),
-                grad_b1.to(up_bias.dtype), grad_w3.to(conv_weight.dtype))
+        c_in, c_out = up_weight.shape[:2]  # back from the 1x1 layout to the transposed conv's (C_in, C_out, 2, 2)
+        grad_up_weight = grad_w1.reshape(2, 2, c_out, c_in).permute(3, 2, 0, 1).to(up_weight.dtype)
+        grad_up_bias = grad_b1.reshape(4, c_out).sum(0).to(up_bias.dtype) if up_bias is not None else None
+        return (grad_c, None, grad_weight, grad_bias, None, None, None, grad_up_weight, grad_up_bias,
+                grad_w3.to(conv_weight.dtype))
 
 
 class NormReluPool(torch.autograd.Function):
@@ -568,13 +584,11 @@ def _recompute_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     del r1
     r, stats = _normalise(c, block.norm2)
     for level, (skip, skip_stats) in zip(model.decoder, reversed(skips)):
-        block = level.conv
-        c_skip = skip.shape[1]
-        w_skip = block.conv1.weight[:, :c_skip].contiguous(memory_format=torch.channels_last)
-        w_up = block.conv1.weight[:, c_skip:].contiguous(memory_format=torch.channels_last)
-        up_weight, up_bias = transposed_as_1x1(level.up.up)
+        block, up = level.conv, level.up.up
+        c_skip = skip.shape[1]  # views of the decoder conv's weight: saved without a copy
+        w_skip, w_up = block.conv1.weight[:, :c_skip], block.conv1.weight[:, c_skip:]
         c1 = _norm_relu_conv(skip, skip_stats, (w_skip, None), 1) + NormReluUpConv.apply(
-            c, r, stats.weight, stats.bias, stats.mean, stats.invstd, stats.eps, up_weight, up_bias, w_up)
+            c, r, stats.weight, stats.bias, stats.mean, stats.invstd, stats.eps, up.weight, up.bias, w_up)
         del r
         r1, stats1 = _normalise(c1, block.norm1)
         c = _norm_relu_conv(c1, stats1, block.conv2, 1, r1)
