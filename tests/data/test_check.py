@@ -279,3 +279,21 @@ def test_photo_saved_as_mask_is_refused(builder):
     write_image(builder.root / "masks" / "p01.png", noise_image(80, 80, 3, 1))
     report = check_dataset(builder.root)
     assert [(p.code, p.file) for p in report.problems] == [("not-a-mask", "masks/p01.png")]
+
+
+def test_retina_style_ppm_images_and_gif_masks_are_a_data_set(tmp_path):
+    """Public sets ship these as they are (DRIVE: GIF masks; STARE: PPM images): read, not skipped."""
+    from PIL import Image
+
+    root = tmp_path / "set"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(3):
+        image = noise_image(12, 10, 3, i)
+        Image.fromarray(image).save(root / "images" / f"{i:02d}.ppm")
+        Image.fromarray((blob_mask(12, 10, i) * 255).astype(np.uint8)).save(root / "masks" / f"{i:02d}.gif")
+        np.testing.assert_array_equal(read_image(root / "images" / f"{i:02d}.ppm"), image)
+    report = check_dataset(root)
+    assert report.ok and report.pairs == 3 and report.task == "binary", report.to_text()
+    assert report.bands == {"3 bands uint8": 3}
+    assert 0 < report.classes[1]["share"] < 1  # the vessels (here blobs) were read, not an empty mask

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unetkit.data.io import UnreadableFile, label_files, pack_rgb, read_image_nodata, read_mask_raw
+from unetkit.data.io import LOSSY, UnreadableFile, label_files, pack_rgb, read_image_nodata, read_mask_raw
 from unetkit.data.layout import Layout, Problem, make_splits, scan
 from unetkit.data.spec import (
     TASKS,
@@ -579,8 +579,7 @@ def _unknown_values(layout: Layout, spec: DataSpec, read: list[_Pair], problems:
             continue
         path = layout.masks[pair.stem]
         shown = ", ".join(show_value(v, pair.kind) for v in sorted(bad)[:6]) + (" ..." if len(bad) > 6 else "")
-        hint = " (JPEG compression changes labels: save masks as PNG)" if path.suffix.lower() in (".jpg", ".jpeg") \
-            else ""
+        hint = " (lossy compression changes labels: save masks as PNG)" if path.suffix.lower() in LOSSY else ""
         problems.append(Problem(
             "labels-outside-class-map", layout.relative(path),
             f"holds label value(s) {shown} outside the class map; fix the mask or add them to classes.json{hint}",

@@ -35,7 +35,13 @@ PNG = frozenset({".png"})
 JPEG = frozenset({".jpg", ".jpeg"})
 BMP = frozenset({".bmp"})
 TIFF = frozenset({".tif", ".tiff"})
-IMAGE_EXTENSIONS = PNG | JPEG | BMP | TIFF
+# Read only (Pillow decodes them; the writers keep to the four above): the formats public data
+# sets ship in, such as retina sets' GIF masks (DRIVE) and PPM images (STARE).
+GIF = frozenset({".gif"})
+PNM = frozenset({".ppm", ".pgm", ".pbm", ".pnm"})
+WEBP = frozenset({".webp"})
+IMAGE_EXTENSIONS = PNG | JPEG | BMP | TIFF | GIF | PNM | WEBP
+LOSSY = JPEG | WEBP  # as masks: compression may have changed labels (WebP can be either)
 TIFF_MAGIC = frozenset({b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"})  # classic and BigTIFF, for bytes
 WRITABLE_DTYPES = (np.uint8, np.uint16, np.float32)
 
@@ -717,6 +723,7 @@ def _read_pillow_mask(path: Path, limit: int | None) -> np.ndarray:
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
+    "LOSSY",
     "TIFF",
     "UnreadableFile",
     "atomic_path",

@@ -33,8 +33,8 @@ INDEX_HTML = r"""<!doctype html>
     <section id="drop" class="drop" tabindex="0" aria-label="Drop images here or choose files">
       <div class="drop-arrow" aria-hidden="true">&#8615;</div>
       <p class="drop-title">Drop images here</p>
-      <p>or <label class="button pick">choose files<input id="files" type="file" multiple accept=".png,.jpg,.jpeg,.tif,.tiff,.bmp,image/png,image/jpeg,image/tiff,image/bmp"></label></p>
-      <p class="hint" id="formats">PNG, JPEG, TIFF, BMP &middot; 8/16-bit, float, multi-band, GeoTIFF</p>
+      <p>or <label class="button pick">choose files<input id="files" type="file" multiple accept=".png,.jpg,.jpeg,.tif,.tiff,.bmp,.gif,.ppm,.pgm,.pbm,.pnm,.webp,image/png,image/jpeg,image/tiff,image/bmp,image/gif,image/webp"></label></p>
+      <p class="hint" id="formats">PNG, JPEG, TIFF, BMP, GIF, PPM, WebP &middot; 8/16-bit, float, multi-band, GeoTIFF</p>
     </section>
     <div class="section-head"><h2>Images</h2><button id="csv" class="link" type="button" disabled title="Pixel counts of every class in every image, as a table">Table of areas (CSV)</button></div>
     <ol id="queue" class="queue"><li class="empty">No images yet.</li></ol>
