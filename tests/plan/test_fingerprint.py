@@ -36,3 +36,23 @@ def test_many_bands_and_the_cache(tmp_path):
     again = fingerprint(tmp_path / "ms")
     assert again == first and list((tmp_path / "cache" / "unetkit" / "fingerprints").iterdir())
     assert Fingerprint.from_dict(first.to_dict()) == first
+
+
+def test_a_thin_diagonal_structure_is_one_object(tmp_path):
+    """Vessels, cracks and membranes run diagonally one pixel thin: 8-connected, one object each."""
+    import numpy as np
+
+    from unetkit.data.io import write_image, write_mask
+
+    (tmp_path / "set" / "images").mkdir(parents=True)
+    (tmp_path / "set" / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        mask = np.zeros((64, 64), np.uint8)
+        mask[np.arange(5, 60), np.arange(5, 60)] = 1  # one diagonal line, 55 px long
+        mask[np.arange(40, 5, -1), np.arange(10, 45)] = 1  # and one crossing it: one tree
+        write_image(tmp_path / "set" / "images" / f"{i}.png", rng.integers(0, 255, (64, 64, 1), dtype=np.uint8))
+        write_mask(tmp_path / "set" / "masks" / f"{i}.png", mask)
+    found = fingerprint(tmp_path / "set")
+    assert found.objects_per_image == 1
+    assert found.object_area_median == pytest.approx(55 + 35 - 1, abs=2)
