@@ -125,12 +125,9 @@ class TransposedUp:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The up-sampled map, (N, C_out, 2h, 2w) channels-last."""
-        n, _, h, w = x.shape
         z = _MKLDNN._convolution_pointwise(x, self.weight.for_input(x), self.bias, [0, 0], [1, 1], [1, 1], 1,
                                            "none", [], "")
-        up = torch.empty(n, self.out_channels, 2 * h, 2 * w, dtype=z.dtype, memory_format=torch.channels_last)
-        _up_view(up, 0, h, w).copy_(_blocks_view(z))
-        return up
+        return _scatter_blocks(z)
 
 
 class ResizeUp:
@@ -279,10 +276,20 @@ def transposed_as_1x1(up: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tenso
     stride-2 transposed convolution: output channel (i * 2 + j) * C_out + c holds channel c of
     the up-sampled map at (2y + i, 2x + j). Each output pixel of such a transposed conv gets
     exactly one tap, so this is the same sum, done by a matrix product. Differentiable."""
-    c_in, c_out = up.weight.shape[:2]
-    weight = up.weight.permute(2, 3, 1, 0).reshape(4 * c_out, c_in, 1, 1)
-    bias = up.bias.repeat(4) if up.bias is not None else up.weight.new_zeros(4 * c_out)
-    return weight, bias
+    return _as_1x1(up.weight, up.bias)
+
+
+def _as_1x1(weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`transposed_as_1x1` of a (C_in, C_out, 2, 2) weight and its bias (or None)."""
+    c_in, c_out = weight.shape[:2]
+    bias = bias.repeat(4) if bias is not None else weight.new_zeros(4 * c_out)
+    return weight.permute(2, 3, 1, 0).reshape(4 * c_out, c_in, 1, 1), bias
+
+
+def _from_1x1(grad_weight: torch.Tensor, grad_bias: torch.Tensor, c_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inverse of `_as_1x1`, for gradients: back to (C_in, C_out, 2, 2) and (C_out,)."""
+    c_in = grad_weight.shape[1]
+    return grad_weight.reshape(2, 2, c_out, c_in).permute(3, 2, 0, 1), grad_bias.reshape(4, c_out).sum(0)
 
 
 class ShuffleConcat(torch.autograd.Function):
@@ -304,12 +311,7 @@ class ShuffleConcat(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        n, c_all, hh, ww = grad.shape
-        h, w, c = hh // 2, ww // 2, c_all - ctx.c_skip
-        grad_z = torch.empty(n, 4 * c, h, w, dtype=ctx.z_dtype, device=grad.device,
-                             memory_format=torch.channels_last)
-        _blocks_view(grad_z).copy_(_up_view(grad, ctx.c_skip, h, w))
-        return grad[:, : ctx.c_skip].to(ctx.skip_dtype), grad_z
+        return grad[:, : ctx.c_skip].to(ctx.skip_dtype), _gather_blocks(grad, ctx.c_skip, ctx.z_dtype)
 
 
 def _blocks_view(z: torch.Tensor) -> torch.Tensor:
@@ -321,6 +323,24 @@ def _blocks_view(z: torch.Tensor) -> torch.Tensor:
 def _up_view(buffer: torch.Tensor, offset: int, h: int, w: int) -> torch.Tensor:
     """Channels [offset:] of an (N, C, 2h, 2w) channels-last buffer as (N, h, i, w, j, C)."""
     return buffer.permute(0, 2, 3, 1)[..., offset:].unflatten(1, (h, 2)).unflatten(3, (w, 2))
+
+
+def _scatter_blocks(z: torch.Tensor) -> torch.Tensor:
+    """(N, 4C, h, w) z of a transposed conv's 1x1 form -> its (N, C, 2h, 2w) channels-last map."""
+    n, c4, h, w = z.shape
+    up = torch.empty(n, c4 // 4, 2 * h, 2 * w, dtype=z.dtype, device=z.device, memory_format=torch.channels_last)
+    _up_view(up, 0, h, w).copy_(_blocks_view(z.contiguous(memory_format=torch.channels_last)))
+    return up
+
+
+def _gather_blocks(grad: torch.Tensor, offset: int, dtype: torch.dtype) -> torch.Tensor:
+    """The inverse of `_scatter_blocks`, for a gradient: channels [offset:] of an (N, C, 2h, 2w)
+    map back to the (N, 4C, h, w) layout of z."""
+    n, c_all, hh, ww = grad.shape
+    grad_z = torch.empty(n, 4 * (c_all - offset), hh // 2, ww // 2, dtype=dtype, device=grad.device,
+                         memory_format=torch.channels_last)
+    _blocks_view(grad_z).copy_(_up_view(grad, offset, hh // 2, ww // 2))
+    return grad_z
 
 
 def shuffle_concat(up: nn.ConvTranspose2d, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -417,6 +437,12 @@ def _norm_backward(grad: torch.Tensor, c: torch.Tensor, weight: torch.Tensor, me
                                                      [True, True, True])
 
 
+def _activation(r: torch.Tensor | None, c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                mean: torch.Tensor, invstd: torch.Tensor, eps: float) -> torch.Tensor:
+    """The activation relu(batch_norm(c)): the caller's `r` when it has it, else recomputed."""
+    return r if r is not None else _renormalise(c, weight, bias, mean, invstd, eps)
+
+
 def _compute_dtype(c: torch.Tensor) -> torch.dtype:
     if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16:
         return torch.bfloat16
@@ -431,8 +457,7 @@ class NormReluConv(torch.autograd.Function):
     def forward(ctx, c, r, weight, bias, mean, invstd, eps, conv_weight, conv_bias, padding):  # type: ignore[override]
         dtype = _compute_dtype(c)
         with torch.autocast("cpu", enabled=False):
-            if r is None:
-                r = _renormalise(c, weight, bias, mean, invstd, eps)
+            r = _activation(r, c, weight, bias, mean, invstd, eps)
             w = conv_weight.to(dtype, memory_format=torch.channels_last)  # may be a view
             y = F.conv2d(r.to(dtype), w, None if conv_bias is None else conv_bias.to(dtype), padding=padding)
         ctx.save_for_backward(c, weight, bias, mean, invstd, conv_weight)
@@ -469,10 +494,8 @@ class NormReluUpConv(torch.autograd.Function):
     def forward(ctx, c, r, weight, bias, mean, invstd, eps, up_weight, up_bias, conv_weight):  # type: ignore[override]
         dtype = _compute_dtype(c)
         with torch.autocast("cpu", enabled=False):
-            if r is None:
-                r = _renormalise(c, weight, bias, mean, invstd, eps)
-            w1, b1 = NormReluUpConv._as_1x1(up_weight, up_bias, dtype)
-            up = NormReluUpConv._up(r.to(dtype), w1, b1)
+            r = _activation(r, c, weight, bias, mean, invstd, eps)
+            up = _scatter_blocks(F.conv2d(r.to(dtype), *NormReluUpConv._as_1x1(up_weight, up_bias, dtype)))
             y = F.conv2d(up, conv_weight.to(dtype, memory_format=torch.channels_last), None, padding=1)
         ctx.save_for_backward(c, weight, bias, mean, invstd, up_weight, up_bias, conv_weight)
         ctx.eps, ctx.dtype = eps, dtype
@@ -481,19 +504,9 @@ class NormReluUpConv(torch.autograd.Function):
     @staticmethod
     def _as_1x1(up_weight: torch.Tensor, up_bias: torch.Tensor | None,
                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """`transposed_as_1x1`'s weight and bias, made in `dtype` from the parameters (not saved)."""
-        c_in, c_out = up_weight.shape[:2]
-        w1 = up_weight.to(dtype).permute(2, 3, 1, 0).reshape(4 * c_out, c_in, 1, 1)
-        b1 = up_bias.to(dtype).repeat(4) if up_bias is not None else w1.new_zeros(4 * c_out)
+        """The 1x1 form's weight and bias, made in `dtype` from the parameters (not saved)."""
+        w1, b1 = _as_1x1(up_weight.to(dtype), None if up_bias is None else up_bias.to(dtype))
         return w1.contiguous(memory_format=torch.channels_last), b1
-
-    @staticmethod
-    def _up(r: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
-        z = F.conv2d(r, w1, b1).contiguous(memory_format=torch.channels_last)
-        n, c4, h, w = z.shape
-        up = torch.empty(n, c4 // 4, 2 * h, 2 * w, dtype=z.dtype, memory_format=torch.channels_last)
-        _up_view(up, 0, h, w).copy_(_blocks_view(z))
-        return up
 
     @staticmethod
     def backward(ctx, grad_y):  # type: ignore[override]
@@ -502,14 +515,12 @@ class NormReluUpConv(torch.autograd.Function):
         r = _renormalise(c, weight, bias, mean, invstd, ctx.eps)
         w1, b1 = NormReluUpConv._as_1x1(up_weight, up_bias, dtype)
         w3 = conv_weight.to(dtype, memory_format=torch.channels_last)
-        up = NormReluUpConv._up(r.to(dtype), w1, b1)
+        up = _scatter_blocks(F.conv2d(r.to(dtype), w1, b1))
         grad_up, grad_w3, _ = torch.ops.aten.convolution_backward(
             grad_y.to(dtype).contiguous(memory_format=torch.channels_last), up, w3, None, [1, 1], [1, 1], [1, 1],
             False, [0, 0], 1, [True, True, False])
         del up, w3
-        n, ch, hh, ww = grad_up.shape
-        grad_z = torch.empty(n, 4 * ch, hh // 2, ww // 2, dtype=grad_up.dtype, memory_format=torch.channels_last)
-        _blocks_view(grad_z).copy_(_up_view(grad_up, 0, hh // 2, ww // 2))
+        grad_z = _gather_blocks(grad_up, 0, grad_up.dtype)
         del grad_up
         grad_r, grad_w1, grad_b1 = torch.ops.aten.convolution_backward(
             grad_z, r.to(dtype), w1, [w1.shape[0]], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, True, True])
@@ -517,11 +528,9 @@ class NormReluUpConv(torch.autograd.Function):
         grad = _relu_backward_(grad_r.to(c.dtype), r)
         del r, grad_r
         grad_c, grad_weight, grad_bias = _norm_backward(grad, c, weight, mean, invstd, ctx.eps)
-        c_in, c_out = up_weight.shape[:2]  # back from the 1x1 layout to the transposed conv's (C_in, C_out, 2, 2)
-        grad_up_weight = grad_w1.reshape(2, 2, c_out, c_in).permute(3, 2, 0, 1).to(up_weight.dtype)
-        grad_up_bias = grad_b1.reshape(4, c_out).sum(0).to(up_bias.dtype) if up_bias is not None else None
-        return (grad_c, None, grad_weight, grad_bias, None, None, None, grad_up_weight, grad_up_bias,
-                grad_w3.to(conv_weight.dtype))
+        grad_up_weight, grad_up_bias = _from_1x1(grad_w1, grad_b1, up_weight.shape[1])
+        return (grad_c, None, grad_weight, grad_bias, None, None, None, grad_up_weight.to(up_weight.dtype),
+                None if up_bias is None else grad_up_bias.to(up_bias.dtype), grad_w3.to(conv_weight.dtype))
 
 
 class NormReluPool(torch.autograd.Function):
